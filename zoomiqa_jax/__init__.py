@@ -1,0 +1,30 @@
+"""zoomiqa-jax: Zoom-IQA and Q-Insight image-quality reasoning on Qwen2.5-VL, in JAX/Flax NNX.
+
+Heavy submodules load on first use, so `import zoomiqa_jax` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "ModelConfig": "zoomiqa_jax.config",
+    "VisionConfig": "zoomiqa_jax.config",
+    "TextConfig": "zoomiqa_jax.config",
+    "Qwen25VL": "zoomiqa_jax.model",
+    "prepare_inputs": "zoomiqa_jax.model",
+    "preprocess_images": "zoomiqa_jax.processing.image",
+    "load_hf": "zoomiqa_jax.checkpoint.hf",
+    "save_hf": "zoomiqa_jax.checkpoint.hf",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'zoomiqa_jax' has no attribute {name!r}")

@@ -1,0 +1,177 @@
+"""The Qwen2.5-VL vision tower: patch embedding, window/full attention blocks with 2-D RoPE, 2x2 patch merger.
+
+All patches of all images form one sequence [num_patches, dim] (no batch axis), as in the reference. Which
+patches may attend to which is given by integer segment ids computed on the host by `vision_metadata`:
+one segment per image (frame) for the full-attention blocks, one per window for the others. Patches are
+processed in window order (each window's merged tokens contiguous) and put back in raster order after
+the merger.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from zoomiqa_jax.config import VisionConfig
+from zoomiqa_jax.model.layers import GatedMLP, Linear, RMSNorm, dot_product_attention
+from zoomiqa_jax.model.rope import apply_rotary, vision_rope
+
+
+class VisionMeta(NamedTuple):
+    """Host-computed integer arrays that describe a set of images to the vision tower.
+
+    window_index:  [n_merged] raster merged-token index placed at each window-order slot.
+    reverse_index: [n_merged] window-order slot of each raster merged token (argsort of window_index).
+    positions:     [n_patches, 2] (row, col) of each patch, in window order.
+    image_segment: [n_patches] image (frame) id of each patch, in window order.
+    window_segment:[n_patches] window id of each patch, in window order.
+    """
+
+    window_index: np.ndarray
+    reverse_index: np.ndarray
+    positions: np.ndarray
+    image_segment: np.ndarray
+    window_segment: np.ndarray
+
+
+def vision_metadata(grid_thw: np.ndarray, config: VisionConfig) -> VisionMeta:
+    """Window order, RoPE positions and attention segments for images of the given (t, h, w) patch grids.
+
+    Mirrors the reference: merged tokens (m x m patches, m = spatial_merge_size) are grouped in square
+    windows of `window_size / patch_size / m` merged tokens per side, scanned row-major; partial windows at
+    the right/bottom edge keep only the tokens that exist. Patch positions within an image are laid out
+    block-major over the m x m merge blocks.
+    """
+    m = config.spatial_merge_size
+    unit = m * m
+    ws = config.merger_window
+    window_index, positions, image_seg, window_seg = [], [], [], []
+    offset = 0
+    n_windows = 0
+    n_frames = 0
+    for t, h, w in np.asarray(grid_thw, dtype=np.int64).reshape(-1, 3).tolist():
+        if h % m or w % m:
+            raise ValueError(f"grid {(t, h, w)}: height and width must be multiples of spatial_merge_size {m}")
+        lh, lw = h // m, w // m
+        # Patch (row, col) positions, raster over merge blocks, each block's m x m patches contiguous.
+        rows = np.arange(h).reshape(lh, m, 1, 1).repeat(lw, 2).repeat(m, 3)
+        cols = np.arange(w).reshape(1, 1, lw, m).repeat(lh, 0).repeat(m, 1)
+        pos = np.stack([rows.transpose(0, 2, 1, 3).ravel(), cols.transpose(0, 2, 1, 3).ravel()], -1)
+        pos = np.tile(pos, (t, 1)).reshape(t * lh * lw, unit, 2)
+        # Window order of the merged tokens of each frame.
+        nh, nw = -(-lh // ws), -(-lw // ws)
+        wr = np.arange(lh)[:, None] // ws
+        wc = np.arange(lw)[None, :] // ws
+        win_of = (wr * nw + wc).ravel()  # window id of each raster merged token
+        order = np.argsort(win_of, kind="stable")  # raster tokens sorted by window, row-major within
+        for f in range(t):
+            idx = order + offset + f * lh * lw
+            window_index.append(idx)
+            window_seg.append(np.repeat(win_of[order] + n_windows, unit))
+            image_seg.append(np.full(lh * lw * unit, n_frames))
+            n_windows += nh * nw
+            n_frames += 1
+        positions.append(pos)
+        offset += t * lh * lw
+    window_index_arr = np.concatenate(window_index).astype(np.int32)
+    positions_arr = np.concatenate(positions)[window_index_arr].reshape(-1, 2).astype(np.int32)
+    return VisionMeta(
+        window_index=window_index_arr,
+        reverse_index=np.argsort(window_index_arr).astype(np.int32),
+        positions=positions_arr,
+        image_segment=np.concatenate(image_seg).astype(np.int32),
+        window_segment=np.concatenate(window_seg).astype(np.int32),
+    )
+
+
+class VisionAttention(nnx.Module):
+    def __init__(self, cfg: VisionConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype, param_dtype: jnp.dtype) -> None:
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.qkv = Linear(cfg.hidden_size, 3 * cfg.hidden_size, use_bias=True, axes=("vit_embed", "vit_qkv"), **kw)
+        self.proj = Linear(cfg.hidden_size, cfg.hidden_size, use_bias=True, axes=("vit_heads", "vit_embed"), **kw)
+        self.num_heads = cfg.num_heads
+        self.head_dim = cfg.head_dim
+
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
+        n = x.shape[0]
+        qkv = self.qkv(x).reshape(n, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # [n, heads, head_dim]
+        q = apply_rotary(q.astype(jnp.float32), cos, sin).astype(x.dtype)
+        k = apply_rotary(k.astype(jnp.float32), cos, sin).astype(x.dtype)
+        out = dot_product_attention(q[None], k[None], v[None], mask[None], self.head_dim**-0.5)[0]
+        return self.proj(out)
+
+
+class VisionBlock(nnx.Module):
+    def __init__(self, cfg: VisionConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype, param_dtype: jnp.dtype) -> None:
+        kw = dict(dtype=dtype, param_dtype=param_dtype)
+        self.norm1 = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, axis_name="vit_embed", **kw)
+        self.norm2 = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, axis_name="vit_embed", **kw)
+        self.attn = VisionAttention(cfg, rngs=rngs, **kw)
+        self.mlp = GatedMLP(
+            cfg.hidden_size, cfg.intermediate_size, use_bias=True, axes=("vit_embed", "vit_mlp"), rngs=rngs, **kw
+        )
+
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
+        x = x + self.attn(self.norm1(x), cos, sin, mask)
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchMerger(nnx.Module):
+    """RMSNorm, then each m x m block of patches (contiguous) -> one token: Linear, GELU, Linear."""
+
+    def __init__(self, cfg: VisionConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype, param_dtype: jnp.dtype) -> None:
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        wide = cfg.hidden_size * cfg.merge_unit
+        self.ln_q = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, axis_name="vit_embed", dtype=dtype,
+                            param_dtype=param_dtype)
+        self.fc1 = Linear(wide, wide, use_bias=True, axes=("vit_merge", "vit_merge_out"), **kw)
+        self.fc2 = Linear(wide, cfg.out_hidden_size, use_bias=True, axes=("vit_merge_out", "embed"), **kw)
+        self.wide = wide
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = self.ln_q(x).reshape(-1, self.wide)
+        return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
+
+
+class VisionTower(nnx.Module):
+    """pixel_values [n_patches, C*T*P*P] -> image features [n_patches / m^2, out_hidden_size], raster order."""
+
+    def __init__(
+        self,
+        cfg: VisionConfig,
+        *,
+        rngs: nnx.Rngs,
+        dtype: jnp.dtype = jnp.float32,
+        param_dtype: jnp.dtype = jnp.float32,
+    ) -> None:
+        kw = dict(dtype=dtype, param_dtype=param_dtype)
+        # The reference's Conv3d with stride == kernel is a matmul over flattened (C, T, P, P) patches.
+        self.patch_embed = Linear(
+            cfg.patch_dim, cfg.hidden_size, use_bias=False, axes=("vit_patch", "vit_embed"), rngs=rngs, **kw
+        )
+        self.blocks = nnx.List([VisionBlock(cfg, rngs=rngs, **kw) for _ in range(cfg.depth)])
+        self.merger = PatchMerger(cfg, rngs=rngs, **kw)
+        self.cfg = cfg
+        self.dtype = dtype
+
+    def __call__(self, pixel_values: jax.Array, meta: VisionMeta) -> jax.Array:
+        cfg = self.cfg
+        unit = cfg.merge_unit
+        x = self.patch_embed(pixel_values.astype(self.dtype))
+        n, d = x.shape
+        x = x.reshape(n // unit, unit, d)[jnp.asarray(meta.window_index)].reshape(n, d)
+        cos, sin = vision_rope(jnp.asarray(meta.positions), cfg.head_dim, cfg.rope_theta)
+        img = jnp.asarray(meta.image_segment)
+        win = jnp.asarray(meta.window_segment)
+        full_mask = img[:, None] == img[None, :]
+        window_mask = win[:, None] == win[None, :]
+        full = set(cfg.fullatt_block_indexes)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cos, sin, full_mask if i in full else window_mask)
+        merged = self.merger(x)
+        return merged[jnp.asarray(meta.reverse_index)]
