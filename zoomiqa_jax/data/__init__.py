@@ -1,0 +1,1 @@
+"""IQA datasets: label files, score scales, synthetic degradations, builders and pipelines."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the evaluation runner and its report."""
