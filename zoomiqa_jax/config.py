@@ -121,7 +121,12 @@ class ModelConfig:
 
     @classmethod
     def tiny(cls, *, vocab_size: int = 512, tie_word_embeddings: bool = True, **vision_overrides: Any) -> ModelConfig:
-        """A few-MB random config for tests and the CPU demo. Token ids sit at the top of the vocabulary."""
+        """A few-MB random config for tests and the CPU demo.
+
+        The 14 Qwen special tokens sit at the top of the vocabulary in Qwen's own order
+        (<|endoftext|>, <|im_start|>, <|im_end|>, ..., <|vision_start|> = +9, ..., <|image_pad|> = +12), the
+        layout of the built-in tiny tokenizer (`zoomiqa_jax.processing.tokenizer`).
+        """
         vision = dict(
             depth=4,
             hidden_size=64,
@@ -132,6 +137,7 @@ class ModelConfig:
             fullatt_block_indexes=(1, 3),
         )
         vision.update(vision_overrides)
+        eot = vocab_size - 14
         return cls(
             vision=VisionConfig(**vision),
             text=TextConfig(
@@ -145,12 +151,12 @@ class ModelConfig:
                 max_position_embeddings=4096,
             ),
             tie_word_embeddings=tie_word_embeddings,
-            image_token_id=vocab_size - 4,
-            video_token_id=vocab_size - 3,
-            vision_start_token_id=vocab_size - 6,
-            vision_end_token_id=vocab_size - 5,
-            bos_token_id=vocab_size - 8,
-            eos_token_id=vocab_size - 7,
+            image_token_id=eot + 12,
+            video_token_id=eot + 13,
+            vision_start_token_id=eot + 9,
+            vision_end_token_id=eot + 10,
+            bos_token_id=eot,
+            eos_token_id=eot + 2,
         )
 
     # ------------------------------------------------------------ HF <-> ours
