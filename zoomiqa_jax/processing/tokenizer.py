@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from zoomiqa_jax.processing.image import num_image_tokens
+
 # Qwen's special tokens, in id order from <|endoftext|> (151643 in the real vocabulary).
 SPECIAL_TOKENS = (
     "<|endoftext|>",
@@ -89,11 +91,6 @@ def load_tokenizer(path: str | Path) -> Any:
     return tok
 
 
-def image_token_count(grid_thw: Sequence[int], merge_size: int = 2) -> int:
-    t, h, w = (int(x) for x in grid_thw)
-    return t * h * w // (merge_size * merge_size)
-
-
 def render_chat(
     tokenizer: Any,
     messages: list[dict[str, Any]],
@@ -116,7 +113,7 @@ def render_chat(
     grids = iter(image_grids)
     for i in ids:
         if i == pad_id:
-            out.extend([pad_id] * image_token_count(next(grids), merge_size))
+            out.extend([pad_id] * num_image_tokens(next(grids), merge_size))
         else:
             out.append(i)
     return out
