@@ -9,9 +9,10 @@ from zoomiqa_jax.checkpoint.state import model_from_hf_tensors
 from zoomiqa_jax.config import ModelConfig
 
 
-def make_hf_model(cfg: ModelConfig, seed: int = 0):
+def make_hf_model(cfg: ModelConfig, seed: int = 0, scale: float = 0.1):
     """A float32 transformers model of `cfg` with every tensor random (norm weights near 1, biases non-zero),
-    so that a wrong key, transpose or bias shows up in the logits."""
+    so that a wrong key, transpose or bias shows up in the logits. `scale` is the std of the other weights
+    (larger gives peakier, less repetitive greedy generations)."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     hf_cfg = Qwen2_5_VLConfig(**cfg.to_hf_dict(torch_dtype="float32"))
@@ -21,8 +22,8 @@ def make_hf_model(cfg: ModelConfig, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen) * 0.05
-            p.copy_(1.0 + noise if "norm" in name or "ln_q" in name else noise * 2)
+            noise = torch.randn(p.shape, generator=gen)
+            p.copy_(1.0 + 0.05 * noise if "norm" in name or "ln_q" in name else scale * noise)
     return model
 
 
