@@ -1,6 +1,8 @@
 """Answer parsers (issue 3): Zoom-IQA error classes, routing, format reward, restoration prompts, Q-Insight
 and VisualQuality-R1 parsers, and a fuzz check that no parser ever raises."""
 
+import math
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -223,6 +225,22 @@ def test_qinsight_format():
 
 
 @pytest.mark.parametrize(
+    "text, ok",
+    [
+        ('<think>\nx\n</think>\n\n<answer>\n{"rating": 3}\n</answer>', True),  # a blank line is whitespace
+        ('<think>  \nline one\nline two  \n  </think>  \n<answer> \n{"rating": 3}  \n  </answer> \n', True),
+        ('<think>x</think><answer>{"rating": 3}</answer>', False),  # no newlines
+        ('preamble <think>\nx\n</think>\n<answer>\n{"rating": 3}\n</answer>', False),  # text before
+        ('<think>\nx\n</think>\n<answer>\n{"rating": 3}\n</answer>\nextra', False),  # text after
+        ('<think>\nx\n</think>\n<answer>\n{"rating": 3}\n{"rating": 4}\n</answer>', False),  # two objects
+        ("", False),
+    ],
+)
+def test_qinsight_format_is_the_whole_text(text, ok):
+    assert check_qinsight_format(text) is ok
+
+
+@pytest.mark.parametrize(
     "text,rating,error",
     [
         (answer('{"rating": 3.57}'), 3.57, None),
@@ -232,11 +250,33 @@ def test_qinsight_format():
         (answer('{"rating": 3.5.1}'), None, "invalid_rating"),
         (answer('{"score": 3.5}'), None, "invalid_rating"),
         ('"rating": 3.5', None, "missing_answer"),
+        (answer('{"rating": 3.}'), 3.0, None),  # upstream's float("3.") is 3.0
+        (answer('{"rating": -1.0}'), None, "invalid_rating"),  # a minus sign does not match
+        (answer('{"rating": .}'), None, "invalid_rating"),
+        (answer('{"rating": "x", "rating": 2.5}'), 2.5, None),  # the first NUMBER after "rating":
+        (answer('{"rating": ' + "9" * 400 + "}"), None, "invalid_rating"),  # overflows to inf
+        ('<think>\nx\n</think>\n<answer>\n{"rating": 3.42}\n</answer>', 3.42, None),
     ],
 )
 def test_qinsight_score(text, rating, error):
     parsed = parse_qinsight_score(text)
     assert (parsed.rating, parsed.error) == (rating, error)
+    assert parse_qinsight_score(text, strict=True) == parsed  # strict is the default
+
+
+@pytest.mark.parametrize(
+    "payload,strict,lenient",
+    [
+        ('{"rating": "3.5"}', None, 3.5),
+        ('{"rating": " 4.25 "}', None, 4.25),
+        ('{"rating": 2.5}', 2.5, 2.5),
+        ('{"rating": "3.5.1"}', None, None),
+        ('{"rating": "good"}', None, None),
+    ],
+)
+def test_qinsight_score_quoted_rating_only_when_not_strict(payload, strict, lenient):
+    assert parse_qinsight_score(answer(payload)).rating == strict
+    assert parse_qinsight_score(answer(payload), strict=False).rating == lenient
 
 
 @pytest.mark.parametrize(
@@ -246,6 +286,10 @@ def test_qinsight_score(text, rating, error):
         (answer('{"distortion_class": "null", "severity": "null"}'), ("null", "null", None)),
         (answer('{"severity": "slight", "distortion_class": "blur"}'), (None, None, "invalid_degradation")),
         (answer('{"distortion_class": null, "severity": null}'), (None, None, "invalid_degradation")),
+        (answer('{"distortion_class": "Noise", "severity": " "}'), ("Noise", "", None)),  # case kept, blank is ""
+        (answer('{"distortion_class": "", "severity": "slight"}'), (None, None, "invalid_degradation")),
+        (answer('{"distortion_class": "blur"}') + answer('{"distortion_class": "noise", "severity": "slight"}'),
+         (None, None, "invalid_degradation")),  # only the first block counts
         ("no answer", (None, None, "missing_answer")),
     ],
 )
@@ -291,7 +335,7 @@ PARSERS = [
     parse_zoomiqa_answer, lambda t: route_stage1(parse_zoomiqa_answer(t)),
     lambda t: check_zoomiqa_format([t]), lambda t: check_zoomiqa_format([t, t]), think_sections,
     extract_restoration_prompts, check_qinsight_format, parse_qinsight_score, parse_qinsight_degradation,
-    parse_qinsight_comparison, parse_visualquality_r1,
+    parse_qinsight_comparison, parse_visualquality_r1, lambda t: parse_qinsight_score(t, strict=False),
 ]
 FRAGMENTS = [
     "<answer>", "</answer>", "<think>", "</think>", "{", "}", "[", "]", '"', "'", ",", ":", "\n", " ",
@@ -310,6 +354,10 @@ def test_parsers_never_raise(text):
     if parsed.rating is not None:
         assert 1.0 <= parsed.rating <= 5.0
     assert set(parsed.errors) <= set(ERROR_KINDS)
+    for strict in (True, False):
+        score = parse_qinsight_score(text, strict=strict)
+        assert (score.rating is None) == (score.error is not None)
+        assert score.rating is None or (math.isfinite(score.rating) and score.rating >= 0.0)
 
 
 def test_parsers_never_raise_on_hostile_inputs():

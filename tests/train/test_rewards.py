@@ -1,6 +1,7 @@
 """Zoom-IQA and Q-Insight rewards against direct formulas; fuzzed Q-Insight parsing never raises."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -15,8 +16,6 @@ from zoomiqa_jax.train.rewards import (
     zoomiqa_rewards,
 )
 from zoomiqa_jax.train.rewards_qinsight import (
-    parse_qinsight_degradation,
-    parse_qinsight_rating,
     qinsight_degradation_reward,
     qinsight_format_reward,
     qinsight_rewards,
@@ -155,8 +154,14 @@ def test_qinsight_format_reward(text, want):
         ('{"score": 3.4}', None),
     ],
 )
-def test_qinsight_rating_parser(answer, rating):
-    assert parse_qinsight_rating(f"<think>\nx\n</think>\n<answer>\n{answer}\n</answer>") == rating
+def test_qinsight_score_reward_reads_only_json_numbers(answer, rating):
+    # a rating that reads scores 1 at its own value and 0 just past the threshold; one that does not scores 0
+    text = f"<think>\nx\n</think>\n<answer>\n{answer}\n</answer>"
+    for mos in (1.0, 3.0, 3.42, 4.0, -1.0, 5.0):
+        want = 1.0 if rating is not None and abs(rating - mos) < 0.35 else 0.0
+        assert qinsight_score_reward(text, mos) == want
+    if rating is not None:
+        assert qinsight_score_reward(text, rating + 0.36) == 0.0
 
 
 def test_qinsight_score_reward_threshold():
@@ -164,6 +169,7 @@ def test_qinsight_score_reward_threshold():
     assert qinsight_score_reward(make(3.34), 3.0) == 1.0
     assert qinsight_score_reward(make(3.36), 3.0) == 0.0
     assert qinsight_score_reward(make(2.66), 3.0) == 1.0
+    assert qinsight_score_reward(make(0.65), 1.0) == 0.0  # |0.65 - 1.0| == 0.35 exactly: the bound is strict
     assert qinsight_score_reward(make('"3.0"'), 3.0) == 0.0
     # only the first answer block counts; the format is not required
     assert qinsight_score_reward('<answer>{"rating": 1}</answer><answer>{"rating": 3}</answer>', 3.0) == 0.0
@@ -177,8 +183,8 @@ def test_qinsight_degradation_reward():
     assert qinsight_degradation_reward(make("noise", "serious"), "noise", "moderate") == 0.25
     assert qinsight_degradation_reward(make("blur", "moderate"), "noise", "moderate") == 0.0
     assert qinsight_degradation_reward(make("Noise", "moderate"), "noise", "moderate") == 0.0
+    assert qinsight_degradation_reward(make("noise", " "), "noise", "moderate") == 0.25  # blank severity: wrong
     swapped = '<answer>{"severity": "moderate", "distortion_class": "noise"}</answer>'
-    assert parse_qinsight_degradation(swapped) is None
     assert qinsight_degradation_reward(swapped, "noise", "moderate") == 0.0
 
 
@@ -201,8 +207,33 @@ def test_qinsight_rewards_batch_sums_format_and_task():
 FRAGMENTS = [
     "<think>", "</think>", "<answer>", "</answer>", "\n", " ", "{", "}", '"rating"', ":", "3.5", "1.2.3", ".",
     '"3.5"', '"distortion_class"', '"severity"', '"noise"', '"moderate"', ",", "-", "\\", '"', "\x00", "é",
+    "3.", "3.4", '" "', '"slight"', "9" * 400, "\u0663",
 ]
 texts = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=6)), max_size=40).map("".join)
+framed = st.lists(st.sampled_from(FRAGMENTS), max_size=12).map(
+    lambda parts: "<answer>{" + "".join(parts) + "}</answer>"
+)
+
+
+def upstream_score_reward(text, mos):
+    """Eq. 3 as Q-Insight's training code computes it, restated without our parser: the first answer block,
+    the first `"rating": [\\d.]+`, Python's float() (a failure scores 0), |rating - MOS| < 0.35."""
+    block = re.search(r"<answer>(.*?)</answer>", text, re.DOTALL)
+    number = re.search(r'"rating"\s*:\s*([\d.]+)', block.group(1).strip()) if block else None
+    try:
+        return 1.0 if number and abs(float(number.group(1)) - mos) < 0.35 else 0.0
+    except ValueError:
+        return 0.0
+
+
+def upstream_degradation_reward(text, distortion_class, severity):
+    """Eqs. 4-6 restated: class then severity as quoted strings in the first answer block, stripped, exact."""
+    block = re.search(r"<answer>(.*?)</answer>", text, re.DOTALL)
+    pattern = r'"distortion_class"\s*:\s*"([^"]+)".*?"severity"\s*:\s*"([^"]+)"'
+    found = re.search(pattern, block.group(1).strip(), re.DOTALL) if block else None
+    if found is None or found.group(1).strip() != distortion_class:
+        return 0.0
+    return 0.25 + (0.75 if found.group(2).strip() == severity else 0.0)
 
 
 @settings(max_examples=300, deadline=None)
@@ -211,10 +242,16 @@ def test_qinsight_rewards_never_raise_on_fuzzed_text(text):
     assert qinsight_format_reward(text) in (0.0, 1.0)
     assert qinsight_score_reward(text, 3.5) in (0.0, 1.0)
     assert qinsight_degradation_reward(text, "noise", "moderate") in (0.0, 0.25, 1.0)
-    rating = parse_qinsight_rating(text)
-    assert rating is None or rating >= 0.0
     out = qinsight_rewards([[text, text]], ["score"], [3.5])
     assert out.total.shape == (1, 2) and np.all(np.isfinite(out.total))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(texts, framed), st.sampled_from([1.0, 3.0, 3.4, 3.5, 5.0]))
+def test_qinsight_task_rewards_equal_the_upstream_rule(text, mos):
+    assert qinsight_score_reward(text, mos) == upstream_score_reward(text, mos)
+    for labels in (("noise", "moderate"), ("noise", "slight"), ("null", "null")):
+        assert qinsight_degradation_reward(text, *labels) == upstream_degradation_reward(text, *labels)
 
 
 @settings(max_examples=100, deadline=None)

@@ -244,9 +244,18 @@ def check_zoomiqa_format(rounds: Sequence[str], *, max_rounds: int = MAX_ROUNDS)
 
 
 # ---- Q-Insight (seeds/002 Sec. 3.3 and its released training code) and VisualQuality-R1 (its README) ----
+# The Q-Insight readers below are the ONLY ones in the project: the GRPO rewards (train/rewards_qinsight.py)
+# call them with their defaults, which are the semantics of Q-Insight's released training code (issue 6).
 
+# The whole response (fullmatch, "." spans newlines), ws = optional whitespace: `<think>` ws NL ... NL ws
+# `</think>` ws NL `<answer>` ws NL `{...}` ws NL ws `</answer>` ws, with no "{" or "}" inside the object.
 _QINSIGHT_FORMAT = re.compile(
     r"<think>\s*\n.*?\n\s*</think>\s*\n<answer>\s*\n\{[^{}]*\}\s*\n\s*</answer>\s*", re.DOTALL
+)
+_QINSIGHT_RATING = re.compile(r'"rating"\s*:\s*([\d.]+)')  # upstream: an unquoted run of digits and dots
+_QINSIGHT_RATING_OR_STRING = re.compile(r'"rating"\s*:\s*"?\s*([\d.]+)')  # strict=False: "3.5" too
+_QINSIGHT_DEGRADATION = re.compile(
+    r'"distortion_class"\s*:\s*"([^"]+)".*?"severity"\s*:\s*"([^"]+)"', re.DOTALL
 )
 
 
@@ -261,7 +270,7 @@ class ScoreAnswer:
 
 @dataclass(frozen=True)
 class DegradationAnswer:
-    """Q-Insight degradation perception: the two JSON string fields, stripped ("null" when none)."""
+    """Q-Insight degradation perception: the two JSON string fields, stripped ("null" when none, "" when blank)."""
 
     distortion_class: str | None
     severity: str | None
@@ -277,31 +286,42 @@ class ComparisonAnswer:
 
 
 def check_qinsight_format(text: object) -> bool:
-    """Q-Insight's format reward (seeds/002 Sec. 3.3): the whole text is `<think>` NL ... NL `</think>` NL
-    `<answer>` NL `{...}` NL `</answer>`, spaces allowed around each newline, no inner "{" or "}"."""
+    """Q-Insight's format test (seeds/002 Sec. 3.3; r_fmt = 1 when True): the WHOLE text is `<think>` NL ...
+    NL `</think>` NL `<answer>` NL `{...}` NL `</answer>`, optional whitespace around each newline and at the
+    end, no inner "{" or "}". Text before `<think>` or after `</answer>` fails."""
     return isinstance(text, str) and _QINSIGHT_FORMAT.fullmatch(text) is not None
 
 
-def parse_qinsight_score(text: object) -> ScoreAnswer:
-    """Q-Insight score: in the first `<answer>` block, `"rating": <digits and dots>` read as a float.
+def parse_qinsight_score(text: object, *, strict: bool = True) -> ScoreAnswer:
+    """Q-Insight score: in the first `<answer>...</answer>` block, the first match of `"rating": [\\d.]+`.
 
-    A quoted rating does not count (the training code requires a JSON number); "3.5.1" is invalid.
+    strict (the default, and what the reward uses) is the released training code: the rating must be an
+    unquoted JSON number, so `"rating": "3.5"` is `invalid_rating`; a minus sign does not match, so
+    `"rating": -1` is invalid too. The run of digits and dots must read as a finite float: "3." is 3.0,
+    "3.5.1", "." and an overflow to inf are `invalid_rating` (upstream's float() raises, or gives inf that no
+    threshold accepts). strict=False also reads a quoted rating, `"rating": "3.5"`, for a print-out of what
+    a model answered; never use it for a reward.
     """
     block = answer_block(text)
     if block is None:
         return ScoreAnswer(None, "missing_answer")
-    match = re.search(r'"rating"\s*:\s*([\d.]+)', block)
+    match = (_QINSIGHT_RATING if strict else _QINSIGHT_RATING_OR_STRING).search(block)
     rating = coerce_number(match.group(1)) if match else None
     return ScoreAnswer(rating, None if rating is not None else "invalid_rating")
 
 
 def parse_qinsight_degradation(text: object) -> DegradationAnswer:
-    """Q-Insight degradation: `"distortion_class": "..."`, later `"severity": "..."`, in the first block."""
+    """Q-Insight degradation: in the first `<answer>` block, `"distortion_class": "..."` and, after it,
+    `"severity": "..."` (string values; severity before class is `invalid_degradation`).
+
+    Values are stripped and keep their case (the reward compares them to the labels exactly). A value of only
+    spaces reads as "" and is no error, as upstream: `"noise"` with severity `" "` still earns the class reward.
+    """
     block = answer_block(text)
     if block is None:
         return DegradationAnswer(None, None, "missing_answer")
-    match = re.search(r'"distortion_class"\s*:\s*"([^"]+)".*?"severity"\s*:\s*"([^"]+)"', block, re.DOTALL)
-    if match is None or not match.group(1).strip() or not match.group(2).strip():
+    match = _QINSIGHT_DEGRADATION.search(block)
+    if match is None:
         return DegradationAnswer(None, None, "invalid_degradation")
     return DegradationAnswer(match.group(1).strip(), match.group(2).strip())
 

@@ -2,16 +2,17 @@
 
     r = r_fmt + 1_scr r_scr + 1_deg (alpha_1 r_deg + alpha_2 r_lev),  alpha_1 = 0.25, alpha_2 = 0.75  (Eq. 6)
 
-* r_fmt (format): 1 when the WHOLE response matches (ws = optional whitespace)
-  `<think>` ws newline ... newline ws `</think>` ws newline `<answer>` ws newline `{...}` ws newline ws
-  `</answer>` ws, where `{...}` holds no `{` or `}` (the paper's "JSON-like, no additional braces"); else 0.
-* r_scr (Eq. 3): 1 when |rating - MOS| < epsilon = 0.35, else 0. The rating is read from the first
-  `<answer>...</answer>` block by the upstream pattern `"rating"\\s*:\\s*([\\d.]+)`: it must be an unquoted
-  number (`"rating": "3.5"` scores 0), negative numbers do not match, and text the upstream `float()`
-  rejects (`1.2.3`, `.`) scores 0. `3.` is accepted as 3.0, as upstream accepts it.
-* r_deg, r_lev (Eqs. 4-5): read `"distortion_class": "..."` and, after it, `"severity": "..."` from the first
-  answer block (string values, stripped, compared case-sensitively with the labels): 0.25 for the right class,
-  0.75 more when the severity also matches; a right severity with a wrong class earns nothing.
+This module is the reward arithmetic only. How a response is read (the format pattern, the rating and the
+degradation fields) lives in `zoomiqa_jax.processing.answers`, the one Q-Insight parser of the project, whose
+defaults are the upstream semantics:
+
+* r_fmt: 1 when `check_qinsight_format` accepts the WHOLE response (`<think>` NL ... NL `</think>` NL
+  `<answer>` NL `{...}` NL `</answer>`, no inner braces), else 0.
+* r_scr (Eq. 3): 1 when |rating - MOS| < epsilon = 0.35, else 0, with the rating read by `parse_qinsight_score`
+  in its strict (default) mode: an unquoted JSON number in the first answer block (`"rating": "3.5"` scores 0).
+* r_deg, r_lev (Eqs. 4-5): from `parse_qinsight_degradation`, compared case-sensitively with the labels:
+  0.25 for the right class, 0.75 more when the severity also matches; a right severity with a wrong class
+  earns nothing.
 
 The score and degradation rewards do not require the format to be right (upstream computes them independently
 and sums). No function here raises on model output: a malformed response scores 0 on what it breaks.
@@ -19,12 +20,16 @@ and sums). No function here raises on model output: a malformed response scores 
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from zoomiqa_jax.processing.answers import (
+    check_qinsight_format,
+    parse_qinsight_degradation,
+    parse_qinsight_score,
+)
 
 SCORE_THRESHOLD = 0.35  # epsilon of Eq. 3 (Sec. 4.1)
 DEG_CLASS_WEIGHT = 0.25  # alpha_1 of Eq. 6
@@ -32,19 +37,6 @@ DEG_LEVEL_WEIGHT = 0.75  # alpha_2 of Eq. 6
 TASK_SCORE = "score"
 TASK_DEGRADATION = "degradation"
 _TASK_ALIASES = {"score": TASK_SCORE, "degradation": TASK_DEGRADATION, "dist": TASK_DEGRADATION}
-
-_FORMAT_RE = re.compile(
-    r"<think>\s*\n"  # opening think tag, then a newline
-    r".*?\n"  # the reasoning, up to a newline
-    r"\s*</think>\s*\n"  # closing think tag, then a newline
-    r"<answer>\s*\n"  # opening answer tag, then a newline
-    r"\{[^{}]*\}"  # one brace-delimited object without inner braces
-    r"\s*\n\s*</answer>\s*",  # a newline, the closing answer tag, trailing whitespace only
-    re.DOTALL,
-)
-_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-_RATING_RE = re.compile(r'"rating"\s*:\s*([\d.]+)')
-_DEGRADATION_RE = re.compile(r'"distortion_class"\s*:\s*"([^"]+)".*?"severity"\s*:\s*"([^"]+)"', re.DOTALL)
 
 
 class QInsightRewards(NamedTuple):
@@ -56,49 +48,14 @@ class QInsightRewards(NamedTuple):
 
 
 def qinsight_format_reward(text: str) -> float:
-    """r_fmt: 1.0 when the whole response matches the think/answer layout above, else 0.0."""
-    if not isinstance(text, str):
-        return 0.0
-    return 1.0 if _FORMAT_RE.fullmatch(text) else 0.0
-
-
-def extract_answer(text: str) -> str | None:
-    """The stripped content of the first `<answer>...</answer>` block, or None."""
-    if not isinstance(text, str):
-        return None
-    match = _ANSWER_RE.search(text)
-    return match.group(1).strip() if match else None
-
-
-def parse_qinsight_rating(text: str) -> float | None:
-    """The rating of a score-task response by the upstream pattern, or None when absent or unreadable."""
-    answer = extract_answer(text)
-    if answer is None:
-        return None
-    match = _RATING_RE.search(answer)
-    if match is None:
-        return None
-    try:
-        return float(match.group(1))
-    except ValueError:  # "1.2.3", "." and the like: upstream's float() raises and the reward stays 0
-        return None
-
-
-def parse_qinsight_degradation(text: str) -> tuple[str, str] | None:
-    """(distortion_class, severity) of a degradation-task response, or None when absent."""
-    answer = extract_answer(text)
-    if answer is None:
-        return None
-    match = _DEGRADATION_RE.search(answer)
-    if match is None:
-        return None
-    return match.group(1).strip(), match.group(2).strip()
+    """r_fmt: 1.0 when `check_qinsight_format(text)`, else 0.0."""
+    return 1.0 if check_qinsight_format(text) else 0.0
 
 
 def qinsight_score_reward(text: str, mos: float, threshold: float = SCORE_THRESHOLD) -> float:
-    """r_scr, Eq. 3: 1.0 if |rating - MOS| < threshold (0.35), else 0.0 (also for a missing rating)."""
-    rating = parse_qinsight_rating(text)
-    if rating is None or not math.isfinite(rating):
+    """r_scr, Eq. 3: 1.0 if |rating - MOS| < threshold (0.35), else 0.0 (also for a missing or invalid rating)."""
+    rating = parse_qinsight_score(text, strict=True).rating
+    if rating is None:
         return 0.0
     return 1.0 if abs(rating - float(mos)) < threshold else 0.0
 
@@ -106,12 +63,9 @@ def qinsight_score_reward(text: str, mos: float, threshold: float = SCORE_THRESH
 def qinsight_degradation_reward(text: str, distortion_class: str, severity: str) -> float:
     """alpha_1 r_deg + alpha_2 r_lev, Eqs. 4-6: 0.25 for the right class, 0.75 more if severity matches."""
     parsed = parse_qinsight_degradation(text)
-    if parsed is None:
+    if parsed.error is not None or parsed.distortion_class != distortion_class:
         return 0.0
-    pred_class, pred_severity = parsed
-    if pred_class != distortion_class:
-        return 0.0
-    return DEG_CLASS_WEIGHT + (DEG_LEVEL_WEIGHT if pred_severity == severity else 0.0)
+    return DEG_CLASS_WEIGHT + (DEG_LEVEL_WEIGHT if parsed.severity == severity else 0.0)
 
 
 def _task_reward(text: str, task: str, solution: Any, threshold: float) -> float:
