@@ -1,6 +1,5 @@
 """The shipped model configs equal the presets, and HF config parsing handles both layouts and bad input."""
 
-import json
 from pathlib import Path
 
 import pytest

@@ -1,0 +1,296 @@
+"""`zoomiqa score` and `zoomiqa compare`: rate images with a checkpoint, or compare two images.
+
+    zoomiqa score --checkpoint DIR IMAGE_OR_FOLDER... [--json OUT.jsonl]
+    zoomiqa compare --checkpoint DIR [--ref R] A B
+
+`score` prints, per image, the model's reasoning, each zoom (the requested box and the crop actually cut, in
+pixels and normalized) and the rating. A corrupt or missing image is reported by name and the others still
+run; an unparseable answer is reported with its error class and gets no rating (never a made-up one).
+
+Exit status: 0 when at least one image went through the model, 1 when none could (every image missing or
+unreadable), 2 for a bad checkpoint, prompt file or flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+PROMPTS = {"zoomiqa": "zoomiqa", "qinsight": "qinsight_score", "qinsight-degradation": "qinsight_degradation",
+           "vqr1": "vqr1_score"}
+DTYPES = ("bfloat16", "float32", "float16")
+
+
+class CheckpointError(ValueError):
+    """A --checkpoint directory that is neither an HF nor an orbax checkpoint."""
+
+
+def load_checkpoint(path: str | Path, dtype: Any = None) -> tuple[Any, Any, Path]:
+    """Load an HF directory (config.json + *.safetensors) or an orbax checkpoint (imported lazily).
+
+    Returns (model, config, metadata directory): the last holds config.json and, normally, the tokenizer.
+    Raises CheckpointError naming the directory when it is neither.
+    """
+    import jax.numpy as jnp
+
+    dtype = jnp.float32 if dtype is None else dtype
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path}: no such directory")
+    if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
+        from zoomiqa_jax.checkpoint.hf import load_hf
+
+        model, config = load_hf(path, dtype=dtype)
+        return model, config, path
+    from zoomiqa_jax.checkpoint.hf import ConversionError
+    from zoomiqa_jax.checkpoint.orbax_io import load_orbax, locate_orbax
+
+    try:
+        location = locate_orbax(path)
+    except ConversionError as err:
+        raise CheckpointError(
+            f"checkpoint {path}: expected an HF directory (config.json + *.safetensors) or an orbax "
+            f"checkpoint ({err})"
+        ) from err
+    model, config = load_orbax(path, dtype=dtype)
+    return model, config, location.meta_dir
+
+
+def pixel_limits(directory: Path) -> tuple[int | None, int | None]:
+    """(min_pixels, max_pixels) from the checkpoint's preprocessor_config.json, None where it has none."""
+    file = directory / "preprocessor_config.json"
+    if not file.is_file():
+        return None, None
+    try:
+        d = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None, None
+    size = d.get("size") if isinstance(d.get("size"), dict) else {}
+    low, high = d.get("min_pixels", size.get("shortest_edge")), d.get("max_pixels", size.get("longest_edge"))
+    return (int(low) if low else None), (int(high) if high else None)
+
+
+def collect_images(paths: Sequence[str]) -> tuple[list[Path], bool]:
+    """Files in order; a folder contributes its image files (sorted, by suffix). Returns (files, any folder)."""
+    files: list[Path] = []
+    folder = False
+    for p in map(Path, paths):
+        if p.is_dir():
+            folder = True
+            files.extend(sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            files.append(p)  # a missing file is reported when it is loaded
+    return files, folder
+
+
+def build_parser(command: str = "score") -> argparse.ArgumentParser:
+    """The argparse parser of `zoomiqa score` or `zoomiqa compare`."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(prog=f"zoomiqa {command}", description=__doc__, formatter_class=fmt)
+    p.add_argument("--checkpoint", required=True, metavar="DIR",
+                   help="HF directory (config.json + *.safetensors + tokenizer files) or orbax checkpoint")
+    p.add_argument("--tokenizer", metavar="DIR", help="tokenizer directory (default: the checkpoint's own)")
+    if command == "score":
+        p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
+                       help="image files and/or folders (a folder contributes its " + ", ".join(IMAGE_SUFFIXES)
+                       + " files, sorted by name)")
+        p.add_argument("--prompt", choices=sorted(PROMPTS), default="zoomiqa",
+                       help="zoomiqa: reasoning with an optional crop-and-zoom second round (default); qinsight: "
+                       "Q-Insight score prompt; qinsight-degradation: Q-Insight distortion class and severity; "
+                       "vqr1: VisualQuality-R1 score prompt")
+        p.add_argument("--no-zoom", action="store_true",
+                       help="stop after the first round: a requested crop is not run and its rating is kept "
+                       "(same as --max-turns 1)")
+        p.add_argument("--max-turns", type=int, choices=(1, 2), default=2,
+                       help="most model rounds per image for --prompt zoomiqa (the protocol allows 2; default 2)")
+        p.add_argument("--batch-size", type=int, default=4,
+                       help="images per sampler call; the rows that crop share one second call (default 4)")
+    else:
+        p.add_argument("--ref", metavar="R", help="reference (e.g. low-quality input) image for the comparison")
+        p.add_argument("image_a", metavar="A", help="image A")
+        p.add_argument("image_b", metavar="B", help="image B")
+    p.add_argument("--prompt-file", metavar="FILE",
+                   help="YAML/JSON file replacing prompt texts by name (format: zoomiqa_jax.processing.prompts)")
+    p.add_argument("--json", metavar="OUT.jsonl",
+                   help="also write one JSON line per input: image, rating, rounds, boxes, restoration prompts")
+    p.add_argument("--json-tokens", action="store_true",
+                   help="in --json, also write prompt texts, token ids, log-probs and the generated-token mask")
+    p.add_argument("--max-new-tokens", type=int, default=1024, help="new tokens per round (default 1024)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 is greedy (default 1.0)")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95)")
+    p.add_argument("--top-k", type=int, default=50, help="keep the k most likely tokens; 0 disables (default 50)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the sampler and of the question paraphrase per image (default 0)")
+    p.add_argument("--dtype", choices=DTYPES, default="bfloat16",
+                   help="compute dtype (default bfloat16, as published; float32 for exact CPU runs)")
+    p.add_argument("--min-pixels", type=int, help="smallest image area given to the model (default: checkpoint's)")
+    p.add_argument("--max-pixels", type=int, help="largest image area given to the model (default: checkpoint's)")
+    p.add_argument("--quiet", action="store_true", help="print only one result line per image, not the reasoning")
+    return p
+
+
+def _setup(args: argparse.Namespace, err: TextIO) -> tuple[Any, Any, Any, Any] | None:
+    """(model, tokenizer, settings, prompts), or None after printing why it cannot start."""
+    import jax.numpy as jnp
+
+    from zoomiqa_jax.generate.rounds import SamplingSettings
+    from zoomiqa_jax.processing.image import MAX_PIXELS, MIN_PIXELS
+    from zoomiqa_jax.processing.prompts import DEFAULT_PROMPTS, PromptFileError, load_prompt_file
+    from zoomiqa_jax.processing.tokenizer import TokenizerError, load_tokenizer
+
+    try:
+        prompts = load_prompt_file(args.prompt_file) if args.prompt_file else DEFAULT_PROMPTS
+        settings = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                    top_p=args.top_p, top_k=args.top_k, seed=args.seed)
+        model, _, meta = load_checkpoint(args.checkpoint, dtype=getattr(jnp, args.dtype))
+        tokenizer = load_tokenizer(args.tokenizer or meta)
+    except (PromptFileError, TokenizerError, ValueError, OSError) as e:
+        print(f"error: {e}", file=err)
+        return None
+    low, high = pixel_limits(Path(args.tokenizer or meta))
+    settings = dataclasses.replace(settings, min_pixels=args.min_pixels or low or MIN_PIXELS,
+                                   max_pixels=args.max_pixels or high or MAX_PIXELS)
+    return model, tokenizer, settings, prompts
+
+
+def _load_items(files: Sequence[Path], start: int = 0) -> Iterator[tuple[Path, Any]]:
+    """(path, ImageItem or the load error message) per file."""
+    from zoomiqa_jax.generate.rounds import ImageItem
+    from zoomiqa_jax.processing.image import ImageLoadError, load_image
+
+    for i, f in enumerate(files, start):
+        try:
+            yield f, ImageItem(str(f), load_image(f), index=i)
+        except ImageLoadError as e:
+            yield f, str(e)
+
+
+def score_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """`zoomiqa score`; returns the exit status (module docstring)."""
+    from tqdm.auto import tqdm
+
+    from zoomiqa_jax.generate.single_turn import run_single_turn
+    from zoomiqa_jax.generate.trajectory import count_invalid
+    from zoomiqa_jax.generate.zoom import run_zoomiqa
+
+    out, err = out or sys.stdout, err or sys.stderr
+    args = build_parser("score").parse_args(argv)
+    if args.batch_size < 1:
+        print(f"error: --batch-size must be >= 1, found {args.batch_size}", file=err)
+        return 2
+    files, folder = collect_images(args.images)
+    if not files:
+        print(f"error: no images found in {' '.join(args.images)} (suffixes: {', '.join(IMAGE_SUFFIXES)})", file=err)
+        return 1
+    setup = _setup(args, err)
+    if setup is None:
+        return 2
+    model, tokenizer, settings, prompts = setup
+    max_turns = 1 if args.no_zoom else args.max_turns
+    task = PROMPTS[args.prompt]
+
+    def run(batch: list) -> list:
+        if task == "zoomiqa":
+            return run_zoomiqa(model, tokenizer, batch, settings, max_turns=max_turns, prompts=prompts)
+        return run_single_turn(model, tokenizer, batch, task, settings, prompts=prompts)
+
+    results, unreadable = [], []
+    sink = open(args.json, "w", encoding="utf-8") if args.json else None
+    try:
+        with tqdm(total=len(files), desc="scoring", unit="image", disable=not folder, file=err) as bar:
+            batch: list = []
+            for k, (path, item) in enumerate(_load_items(files)):
+                if isinstance(item, str):
+                    unreadable.append(path)
+                    bar.write(f"skipped {path}: {item}", file=err)
+                    bar.update()
+                    if sink:
+                        sink.write(json.dumps({"image": str(path), "rating": None, "invalid": "unreadable",
+                                               "error": item}) + "\n")
+                else:
+                    batch.append(item)
+                if batch and (len(batch) == args.batch_size or k == len(files) - 1):
+                    for traj in run(batch):
+                        results.append(traj)
+                        _write(bar.write, traj, quiet=args.quiet, out=out)
+                        if sink:
+                            record = traj.to_dict(tokens=args.json_tokens)
+                            record["turns"] = len(traj.rounds)
+                            sink.write(json.dumps(record) + "\n")
+                        bar.update()
+                    batch = []
+    finally:
+        if sink:
+            sink.close()
+    rated = sum(t.rating is not None for t in results)
+    invalid = dict(count_invalid(results))
+    print(f"scored {len(results)} of {len(files)} images: {rated} rated, {sum(invalid.values())} invalid"
+          + (f" {invalid}" if invalid else "") + f", {len(unreadable)} unreadable", file=out)
+    for path in unreadable:
+        print(f"  unreadable: {path}", file=out)
+    return 0 if results else 1
+
+
+def compare_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """`zoomiqa compare`: the Q-Insight comparison prompt on A and B (with --ref, the reference-based one)."""
+    from zoomiqa_jax.generate.single_turn import run_comparisons
+
+    out, err = out or sys.stdout, err or sys.stderr
+    args = build_parser("compare").parse_args(argv)
+    files = [Path(f) for f in ([args.ref] if args.ref else []) + [args.image_a, args.image_b]]
+    loaded = list(_load_items(files))
+    bad = [(p, e) for p, e in loaded if isinstance(e, str)]
+    for path, message in bad:
+        print(f"error: cannot compare, {path}: {message}", file=err)
+    if bad:
+        return 1
+    setup = _setup(args, err)
+    if setup is None:
+        return 2
+    model, tokenizer, settings, prompts = setup
+    items = [item for _, item in loaded]
+    triple = (items[0], items[1], items[2]) if args.ref else (None, items[0], items[1])
+    traj = run_comparisons(model, tokenizer, [triple], settings, prompts=prompts)[0]
+    if not args.quiet:
+        print(traj.rounds[0].output_text.strip() if traj.rounds else "", file=out)
+    choice = (traj.final_answer or {}).get("choice")
+    if choice:
+        print(f"better: Image {choice} ({traj.inputs[choice]})", file=out)
+    else:
+        print(f"no choice: invalid answer ({traj.invalid})", file=out)
+    if args.json:
+        record = traj.to_dict(tokens=args.json_tokens)
+        Path(args.json).write_text(json.dumps(record) + "\n", encoding="utf-8")
+    return 0
+
+
+def _write(write: Any, traj: Any, *, quiet: bool, out: TextIO) -> None:
+    """Print one trajectory: reasoning per round, each zoom, then the rating (or why there is none)."""
+    size = "x".join(map(str, traj.image_size or []))
+    if traj.rating is not None:
+        verdict = f"rating {traj.rating:.2f}"
+    elif traj.invalid is not None:
+        verdict = f"no rating: invalid output ({traj.invalid}, round {traj.invalid_round}), excluded"
+    else:
+        verdict = ", ".join(f"{k}: {v}" for k, v in (traj.final_answer or {}).items() if k != "error")
+    if quiet:
+        write(f"{traj.image}\t{verdict}", file=out)
+        return
+    lines = [f"== {traj.image} [{size}] =="]
+    for r in traj.rounds:
+        lines.append(f"-- round {r.index}" + (" (token limit reached)" if r.hit_token_limit else ""))
+        lines.extend("   " + line for line in r.output_text.strip().splitlines())
+        if r.bbox_pixels is not None:
+            norm = ", ".join(f"{v:.3f}" for v in r.bbox_normalized)
+            lines.append(f"   zoom: requested {r.bbox_requested} -> crop pixels {r.bbox_pixels} "
+                         f"(normalized [{norm}])")
+    if traj.routing_warnings:
+        lines.append(f"   warnings: {', '.join(traj.routing_warnings)}")
+    lines.append(f"   {verdict}")
+    write("\n".join(lines), file=out)
