@@ -90,6 +90,7 @@ def _generate_program(
     row_keys: jax.Array,  # [batch * group] PRNG keys
     eos_ids: jax.Array,  # [n_eos]
     pad_id: jax.Array,
+    limit: jax.Array,  # requested new tokens (<= max_new): the loop stops there, not at the bucket
     temperature: jax.Array,
     top_k: jax.Array,
     top_p: jax.Array,
@@ -132,7 +133,7 @@ def _generate_program(
 
     def cond(carry: tuple) -> jax.Array:
         step, _, _, _, _, done, _, _ = carry
-        return (step < max_new) & ~jnp.all(done)
+        return (step < limit) & ~jnp.all(done)
 
     def body(carry: tuple) -> tuple:
         step, tok, cache, kv_mask, tokens, done, logps, lengths = carry
@@ -219,7 +220,8 @@ def generate(
         graphdef, state, jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32),
         None if pixels is None else jnp.asarray(pixels), None if meta is None else jax.tree.map(jnp.asarray, meta),
         jnp.asarray(position_ids), jnp.asarray(next_pos, jnp.int32), row_keys, jnp.asarray(eos, jnp.int32),
-        jnp.int32(pad), jnp.float32(max(temperature, 1e-6)), jnp.int32(top_k), jnp.float32(top_p),
+        jnp.int32(pad), jnp.int32(max_new_tokens), jnp.float32(max(temperature, 1e-6)), jnp.int32(top_k),
+        jnp.float32(top_p),
         max_new=new_b, greedy=temperature <= 0.0, group=group,
     )
     n = max_new_tokens
