@@ -9,11 +9,11 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-from tests.generate.test_zoom import CROP, STAGE2, Scripted
+from tests.inference.test_zoom import CROP, STAGE2, Scripted
 from zoomiqa_jax import cli
 from zoomiqa_jax.checkpoint.hf import save_hf
 from zoomiqa_jax.config import ModelConfig
-from zoomiqa_jax.generate import engine
+from zoomiqa_jax.inference import engine
 from zoomiqa_jax.model import Qwen25VL
 from zoomiqa_jax.processing.tokenizer import TINY_TOKENIZER_DIR, load_tokenizer
 from zoomiqa_jax.score import build_parser, compare_main, score_main

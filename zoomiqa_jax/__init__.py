@@ -17,6 +17,7 @@ _LAZY = {
     "Qwen25VL": "zoomiqa_jax.model",
     "prepare_inputs": "zoomiqa_jax.model",
     "preprocess_images": "zoomiqa_jax.processing.image",
+    "generate": "zoomiqa_jax.inference.engine",
     "load_hf": "zoomiqa_jax.checkpoint.hf",
     "save_hf": "zoomiqa_jax.checkpoint.hf",
 }

@@ -4,7 +4,7 @@
    small IQA set whose MOS falls with severity (`zoomiqa_jax.data.degrade`);
 2. writes a tiny random Qwen2.5-VL as a Hugging Face checkpoint (config.json + safetensors + the built-in
    tokenizer) and loads it back through the converter, the path a real checkpoint takes;
-3. scores every image with the digit read-out (`zoomiqa_jax.generate.readout`) and reports PLCC / SRCC.
+3. scores every image with the digit read-out (`zoomiqa_jax.inference.readout`) and reports PLCC / SRCC.
 
 A random model scores at chance (SRCC near 0): the demo shows the pipeline, not a trained model.
 Outputs under --out: images/ (+ labels.jsonl), checkpoint/, predictions.jsonl, metrics.json, report.md.
@@ -51,7 +51,7 @@ def run_demo(out: Path, num_images: int, seed: int) -> dict:
     from zoomiqa_jax.data.labels import load_labels
     from zoomiqa_jax.data.synthetic import write_scenes
     from zoomiqa_jax.eval.metrics import score_metrics
-    from zoomiqa_jax.generate.readout import expected_ratings
+    from zoomiqa_jax.inference.readout import expected_ratings
     from zoomiqa_jax.processing.prompts import choose_question
     from zoomiqa_jax.processing.tokenizer import load_tokenizer
 

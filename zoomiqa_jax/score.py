@@ -139,7 +139,7 @@ def _setup(args: argparse.Namespace, err: TextIO) -> tuple[Any, Any, Any, Any] |
     """(model, tokenizer, settings, prompts), or None after printing why it cannot start."""
     import jax.numpy as jnp
 
-    from zoomiqa_jax.generate.rounds import SamplingSettings
+    from zoomiqa_jax.inference.rounds import SamplingSettings
     from zoomiqa_jax.processing.image import MAX_PIXELS, MIN_PIXELS
     from zoomiqa_jax.processing.prompts import DEFAULT_PROMPTS, PromptFileError, load_prompt_file
     from zoomiqa_jax.processing.tokenizer import TokenizerError, load_tokenizer
@@ -161,7 +161,7 @@ def _setup(args: argparse.Namespace, err: TextIO) -> tuple[Any, Any, Any, Any] |
 
 def _load_items(files: Sequence[Path], start: int = 0) -> Iterator[tuple[Path, Any]]:
     """(path, ImageItem or the load error message) per file."""
-    from zoomiqa_jax.generate.rounds import ImageItem
+    from zoomiqa_jax.inference.rounds import ImageItem
     from zoomiqa_jax.processing.image import ImageLoadError, load_image
 
     for i, f in enumerate(files, start):
@@ -175,9 +175,9 @@ def score_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err
     """`zoomiqa score`; returns the exit status (module docstring)."""
     from tqdm.auto import tqdm
 
-    from zoomiqa_jax.generate.single_turn import run_single_turn
-    from zoomiqa_jax.generate.trajectory import count_invalid
-    from zoomiqa_jax.generate.zoom import run_zoomiqa
+    from zoomiqa_jax.inference.single_turn import run_single_turn
+    from zoomiqa_jax.inference.trajectory import count_invalid
+    from zoomiqa_jax.inference.zoom import run_zoomiqa
 
     out, err = out or sys.stdout, err or sys.stderr
     args = build_parser("score").parse_args(argv)
@@ -239,7 +239,7 @@ def score_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err
 
 def compare_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """`zoomiqa compare`: the Q-Insight comparison prompt on A and B (with --ref, the reference-based one)."""
-    from zoomiqa_jax.generate.single_turn import run_comparisons
+    from zoomiqa_jax.inference.single_turn import run_comparisons
 
     out, err = out or sys.stdout, err or sys.stderr
     args = build_parser("compare").parse_args(argv)

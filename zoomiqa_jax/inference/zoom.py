@@ -28,8 +28,8 @@ from typing import Any
 
 from PIL import Image
 
-from zoomiqa_jax.generate import engine
-from zoomiqa_jax.generate.rounds import (
+from zoomiqa_jax.inference import engine
+from zoomiqa_jax.inference.rounds import (
     DEFAULT_SETTINGS,
     EncodedImages,
     GenerateFn,
@@ -42,7 +42,7 @@ from zoomiqa_jax.generate.rounds import (
     render_prompt,
     sample_round,
 )
-from zoomiqa_jax.generate.trajectory import (
+from zoomiqa_jax.inference.trajectory import (
     SPLICE_MARK,
     SplicedPrompt,
     Trajectory,

@@ -11,11 +11,11 @@ from flax import nnx
 from PIL import Image
 
 from zoomiqa_jax.config import ModelConfig
-from zoomiqa_jax.generate.engine import Buckets, GenerateOutput
-from zoomiqa_jax.generate.rounds import ImageItem, SamplingSettings, encode_images
-from zoomiqa_jax.generate.single_turn import run_comparisons, run_single_turn
-from zoomiqa_jax.generate.trajectory import SPLICE_MARK, Trajectory, count_invalid, splice_assistant_turn
-from zoomiqa_jax.generate.zoom import question_for, run_zoomiqa
+from zoomiqa_jax.inference.engine import Buckets, GenerateOutput
+from zoomiqa_jax.inference.rounds import ImageItem, SamplingSettings, encode_images
+from zoomiqa_jax.inference.single_turn import run_comparisons, run_single_turn
+from zoomiqa_jax.inference.trajectory import SPLICE_MARK, Trajectory, count_invalid, splice_assistant_turn
+from zoomiqa_jax.inference.zoom import question_for, run_zoomiqa
 from zoomiqa_jax.model import Qwen25VL
 from zoomiqa_jax.processing.answers import STAGE1_SECTIONS, STAGE2_SECTIONS
 from zoomiqa_jax.processing.crop import crop_and_zoom, crop_box

@@ -6,7 +6,7 @@ p_d the model's probability of digit d among the five digits "1".."5" at that po
     score = sum_d d * p_d / sum_d p_d.
 
 It gives a continuous score for every image in one forward pass, which makes it the natural score of an
-untrained or lightly trained model; the reasoning protocol (`zoomiqa_jax.generate.zoom`) is the real one.
+untrained or lightly trained model; the reasoning protocol (`zoomiqa_jax.inference.zoom`) is the real one.
 """
 
 from __future__ import annotations

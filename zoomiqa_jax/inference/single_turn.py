@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from zoomiqa_jax.generate import engine
-from zoomiqa_jax.generate.rounds import (
+from zoomiqa_jax.inference import engine
+from zoomiqa_jax.inference.rounds import (
     DEFAULT_SETTINGS,
     GenerateFn,
     ImageItem,
@@ -24,7 +24,7 @@ from zoomiqa_jax.generate.rounds import (
     render_prompt,
     sample_round,
 )
-from zoomiqa_jax.generate.trajectory import Trajectory, answer_dict, final_sequence, make_round
+from zoomiqa_jax.inference.trajectory import Trajectory, answer_dict, final_sequence, make_round
 from zoomiqa_jax.processing.answers import (
     parse_qinsight_comparison,
     parse_qinsight_degradation,

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from zoomiqa_jax.generate.rounds import EncodedImages, RowOutput, decode_output, prompt_text
+from zoomiqa_jax.inference.rounds import EncodedImages, RowOutput, decode_output, prompt_text
 from zoomiqa_jax.processing.answers import extract_restoration_prompts
 from zoomiqa_jax.processing.image import num_image_tokens
 from zoomiqa_jax.processing.tokenizer import IMAGE_PAD

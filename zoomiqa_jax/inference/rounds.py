@@ -9,7 +9,7 @@ stop-token handling:
   per distinct stage-2 batch size;
 * row r of a run draws its randomness from `fold_in(fold_in(key(seed), index_r), round)`: an image gets
   the same key whichever other images share its batch;
-* the sampler is pluggable (`generate_fn`, the signature of `zoomiqa_jax.generate.engine.generate`), which is
+* the sampler is pluggable (`generate_fn`, the signature of `zoomiqa_jax.inference.engine.generate`), which is
   the test hook for scripted outputs.
 """
 
@@ -24,12 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from zoomiqa_jax.generate.engine import Buckets, GenerateOutput
+from zoomiqa_jax.inference.engine import Buckets, GenerateOutput
 from zoomiqa_jax.processing.image import MAX_PIXELS, MIN_PIXELS, preprocess_images
 from zoomiqa_jax.processing.tokenizer import IMAGE_PAD, render_chat
 
 GenerateFn = Callable[..., GenerateOutput]
-"""A sampler with the signature of `zoomiqa_jax.generate.engine.generate`."""
+"""A sampler with the signature of `zoomiqa_jax.inference.engine.generate`."""
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from scipy import stats
 
 from tests.reference import image_prompt, left_pad, make_hf_model, ours_from_hf, random_pixels
 from zoomiqa_jax.config import ModelConfig
-from zoomiqa_jax.generate import Buckets, compile_count, filter_logits, generate
-from zoomiqa_jax.generate.sampling import choose_tokens
+from zoomiqa_jax.inference import Buckets, compile_count, filter_logits, generate
+from zoomiqa_jax.inference.sampling import choose_tokens
 
 CFG = ModelConfig.tiny(tie_word_embeddings=False)
 LOGP_TOL = 1e-4

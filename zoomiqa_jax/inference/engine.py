@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from zoomiqa_jax.generate.sampling import choose_tokens
+from zoomiqa_jax.inference.sampling import choose_tokens
 from zoomiqa_jax.model import LayerCache, Qwen25VL, VisionMeta, get_rope_index, vision_metadata
 
 
