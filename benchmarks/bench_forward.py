@@ -30,13 +30,16 @@ def bench_config():
     )
 
 
-def timeit(fn, repeats: int) -> list[float]:
-    fn()  # warm-up (compilation for ours)
-    out = []
+def interleaved(fns: list, repeats: int) -> list[list[float]]:
+    """Time each fn `repeats` times, alternating between them so that load drift hits all alike."""
+    for fn in fns:
+        fn()  # warm-up (compilation for ours)
+    out: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            out[i].append(time.perf_counter() - t0)
     return out
 
 
@@ -74,8 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     ours_fn = lambda: forward(ours, *j_args).block_until_ready()
     hf_fn = lambda: hf_logits(hf, cfg, ids, mask, pixels, grid)
     diff = float(np.abs(np.asarray(forward(ours, *j_args)) - hf_fn()).max())
-    t_ours = timeit(ours_fn, args.repeats)
-    t_hf = timeit(hf_fn, args.repeats)
+    t_ours, t_hf = interleaved([ours_fn, hf_fn], args.repeats)
 
     print(f"# forward benchmark: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__}, "

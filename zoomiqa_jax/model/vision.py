@@ -88,6 +88,35 @@ def vision_metadata(grid_thw: np.ndarray, config: VisionConfig) -> VisionMeta:
     )
 
 
+def local_segment_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, segment: jax.Array, chunk: int, scale: float
+) -> jax.Array:
+    """Attention within segments that are contiguous and at most `chunk` long (the windows, in window order).
+
+    q, k, v: [n, heads, head_dim]; segment: [n]. The sequence is cut into chunks of `chunk` tokens and each chunk
+    attends to itself and its two neighbours (3 x chunk keys), masked to its own segment: every window-mate of a
+    token lies within that span, so the result equals dense masked attention at O(n x chunk) instead of O(n^2),
+    with shapes that depend on n alone (one compile per patch bucket, whatever the image grid).
+    Returns [n, heads * head_dim].
+    """
+    n, h, d = q.shape
+    pad = (-n) % chunk
+    nc = (n + pad) // chunk
+    grow = lambda x, fill: jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1), constant_values=fill)
+    # padding tokens get segment -2 (they attend to each other); missing neighbour chunks at the ends get -3
+    seg = grow(segment, -2).reshape(nc, chunk)
+
+    def neighbours(x: jax.Array, fill: int | float) -> jax.Array:  # [nc, chunk, ...] -> [nc, 3 * chunk, ...]
+        xp = jnp.pad(x, [(1, 1)] + [(0, 0)] * (x.ndim - 1), constant_values=fill)
+        return jnp.concatenate([xp[:-2], xp[1:-1], xp[2:]], axis=1)
+
+    kc = neighbours(grow(k, 0).reshape(nc, chunk, h, d), 0)
+    vc = neighbours(grow(v, 0).reshape(nc, chunk, h, d), 0)
+    mask = seg[:, :, None] == neighbours(seg, -3)[:, None, :]
+    out = dot_product_attention(grow(q, 0).reshape(nc, chunk, h, d), kc, vc, mask, scale)
+    return out.reshape(nc * chunk, h * d)[:n]
+
+
 class VisionAttention(nnx.Module):
     def __init__(self, cfg: VisionConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype, param_dtype: jnp.dtype) -> None:
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
@@ -96,13 +125,22 @@ class VisionAttention(nnx.Module):
         self.num_heads = cfg.num_heads
         self.head_dim = cfg.head_dim
 
-    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, cos: jax.Array, sin: jax.Array, segment: jax.Array, window: int | None
+    ) -> jax.Array:
+        """`segment` [n]: tokens attend within their segment. `window`: None for full attention (segments are
+        images, dense mask), else the longest window in tokens (segments are windows, local attention)."""
         n = x.shape[0]
         qkv = self.qkv(x).reshape(n, 3, self.num_heads, self.head_dim)
         q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # [n, heads, head_dim]
         q = apply_rotary(q.astype(jnp.float32), cos, sin).astype(x.dtype)
         k = apply_rotary(k.astype(jnp.float32), cos, sin).astype(x.dtype)
-        out = dot_product_attention(q[None], k[None], v[None], mask[None], self.head_dim**-0.5)[0]
+        scale = self.head_dim**-0.5
+        if window is None:
+            mask = segment[:, None] == segment[None, :]
+            out = dot_product_attention(q[None], k[None], v[None], mask[None], scale)[0]
+        else:
+            out = local_segment_attention(q, k, v, segment, window, scale)
         return self.proj(out)
 
 
@@ -116,8 +154,10 @@ class VisionBlock(nnx.Module):
             cfg.hidden_size, cfg.intermediate_size, use_bias=True, axes=("vit_embed", "vit_mlp"), rngs=rngs, **kw
         )
 
-    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
-        x = x + self.attn(self.norm1(x), cos, sin, mask)
+    def __call__(
+        self, x: jax.Array, cos: jax.Array, sin: jax.Array, segment: jax.Array, window: int | None
+    ) -> jax.Array:
+        x = x + self.attn(self.norm1(x), cos, sin, segment, window)
         return x + self.mlp(self.norm2(x))
 
 
@@ -168,10 +208,9 @@ class VisionTower(nnx.Module):
         cos, sin = vision_rope(jnp.asarray(meta.positions), cfg.head_dim, cfg.rope_theta)
         img = jnp.asarray(meta.image_segment)
         win = jnp.asarray(meta.window_segment)
-        full_mask = img[:, None] == img[None, :]
-        window_mask = win[:, None] == win[None, :]
+        window_len = cfg.merger_window**2 * unit  # the longest window, in patches
         full = set(cfg.fullatt_block_indexes)
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, full_mask if i in full else window_mask)
+            x = block(x, cos, sin, img, None) if i in full else block(x, cos, sin, win, window_len)
         merged = self.merger(x)
         return merged[jnp.asarray(meta.reverse_index)]
