@@ -20,6 +20,8 @@ _LAZY = {
     "generate": "zoomiqa_jax.inference.engine",
     "load_hf": "zoomiqa_jax.checkpoint.hf",
     "save_hf": "zoomiqa_jax.checkpoint.hf",
+    "load_orbax": "zoomiqa_jax.checkpoint.orbax_io",
+    "save_orbax": "zoomiqa_jax.checkpoint.orbax_io",
 }
 
 __all__ = sorted(_LAZY)

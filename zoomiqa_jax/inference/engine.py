@@ -193,7 +193,10 @@ def generate(
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     buckets = buckets or Buckets()
     eos = tuple(eos_token_ids) if eos_token_ids is not None else (cfg.eos_token_id, cfg.bos_token_id)
-    pad = eos[0] if pad_token_id is None else pad_token_id
+    if pad_token_id is not None:
+        pad = pad_token_id
+    else:  # no stop tokens (fixed-length sampling) still needs a filler id
+        pad = eos[0] if eos else cfg.eos_token_id
     b, t = ids.shape
     tb = Buckets.pick(t, buckets.prompt_lengths)
     ids = np.concatenate([np.full((b, tb - t), pad, ids.dtype), ids], axis=1)

@@ -1,0 +1,1 @@
+"""`zoomiqa-convert`: HF safetensors <-> orbax checkpoint conversion (see docs/conversion.md)."""
