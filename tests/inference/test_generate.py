@@ -11,7 +11,7 @@ from scipy import stats
 from tests.reference import image_prompt, left_pad, make_hf_model, ours_from_hf, random_pixels
 from zoomiqa_jax.config import ModelConfig
 from zoomiqa_jax.inference import Buckets, compile_count, filter_logits, generate
-from zoomiqa_jax.inference.sampling import choose_tokens
+from zoomiqa_jax.inference.sampling import candidates, choose_tokens
 
 CFG = ModelConfig.tiny(tie_word_embeddings=False)
 LOGP_TOL = 1e-4
@@ -95,6 +95,20 @@ def test_filters_equal_numpy_reference(temperature, k, p):
     want = _numpy_filter(logits, temperature, k, p)
     np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
     np.testing.assert_allclose(got[np.isfinite(got)], want[np.isfinite(want)], rtol=1e-6)
+
+
+@pytest.mark.parametrize("temperature,k,p", FILTER_CASES)
+def test_fast_candidates_give_the_full_filter_distribution(temperature, k, p):
+    logits = np.random.default_rng(1).standard_normal((16, 100)).astype(np.float32) * 3
+    cand, ids = jax.jit(candidates, static_argnums=2)(jnp.asarray(logits), temperature, k, p)
+    probs = np.asarray(jax.nn.softmax(cand, -1))
+    fast = np.zeros_like(logits)
+    if ids is None:
+        fast = probs
+    else:
+        np.put_along_axis(fast, np.asarray(ids), probs, -1)
+    full = np.asarray(jax.nn.softmax(filter_logits(jnp.asarray(logits), temperature, k, p), -1))
+    np.testing.assert_allclose(fast, full, atol=1e-6)
 
 
 def test_sampled_frequencies_fit_distribution():

@@ -77,7 +77,7 @@ def pad_vision_meta(meta: VisionMeta, n_patches: int, unit: int) -> VisionMeta:
     )
 
 
-@partial(jax.jit, static_argnames=("graphdef", "max_new", "greedy", "group"))
+@partial(jax.jit, static_argnames=("graphdef", "max_new", "greedy", "group", "top_k"))
 def _generate_program(
     graphdef: Any,
     state: Any,
@@ -92,7 +92,7 @@ def _generate_program(
     pad_id: jax.Array,
     limit: jax.Array,  # requested new tokens (<= max_new): the loop stops there, not at the bucket
     temperature: jax.Array,
-    top_k: jax.Array,
+    top_k: int,
     top_p: jax.Array,
     *,
     max_new: int,
@@ -223,7 +223,7 @@ def generate(
         graphdef, state, jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32),
         None if pixels is None else jnp.asarray(pixels), None if meta is None else jax.tree.map(jnp.asarray, meta),
         jnp.asarray(position_ids), jnp.asarray(next_pos, jnp.int32), row_keys, jnp.asarray(eos, jnp.int32),
-        jnp.int32(pad), jnp.int32(max_new_tokens), jnp.float32(max(temperature, 1e-6)), jnp.int32(top_k),
+        jnp.int32(pad), jnp.int32(max_new_tokens), jnp.float32(max(temperature, 1e-6)), int(top_k),
         jnp.float32(top_p),
         max_new=new_b, greedy=temperature <= 0.0, group=group,
     )
