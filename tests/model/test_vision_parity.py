@@ -18,6 +18,7 @@ GRIDS = [
     [(1, 12, 20), (1, 10, 14), (1, 2, 2)],  # several images, one of a single merged token
     [(2, 6, 10)],  # two temporal frames (video-style grid)
     [(1, 34, 2)],  # extreme aspect ratio
+    [(1, 4, 4)] * 10 + [(1, 6, 8)],  # many images: full attention runs per image in chunks (n > 3 x chunk)
 ]
 
 
@@ -64,7 +65,10 @@ def test_vision_tower_matches_reference(towers, name, grids):
     pixels = random_pixels(cfg, grids, seed=4)
     with torch.no_grad():
         ref = hf.model.visual(torch.from_numpy(pixels), grid_thw=torch.tensor(grids)).pooler_output.numpy()
-    got = np.asarray(ours.visual(jnp.asarray(pixels), vision_metadata(np.array(grids), cfg.vision)))
+    meta = vision_metadata(np.array(grids), cfg.vision)
+    if len(grids) > 3:
+        assert meta.full_chunk is not None and len(pixels) > 3 * meta.full_chunk, "case must take the chunked path"
+    got = np.asarray(ours.visual(jnp.asarray(pixels), meta))
     assert got.shape == ref.shape
     err = np.abs(got - ref).max()
     assert err <= TOL, f"max-abs-diff {err:.3g}"

@@ -34,7 +34,7 @@ class Buckets:
     """Static sizes that inputs are padded up to. A value above the largest bucket is rounded up to a
     multiple of that bucket (so still a bounded set of shapes)."""
 
-    prompt_lengths: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048, 4096)
+    prompt_lengths: tuple[int, ...] = (64, 128, 192, 256, 320, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
     patch_counts: tuple[int, ...] = (256, 1024, 2048, 4096, 8192, 16384)
     new_tokens: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024)
 
@@ -61,14 +61,18 @@ def compile_count() -> int:
     return _COMPILES["generate"]
 
 
-def pad_vision_meta(meta: VisionMeta, n_patches: int, unit: int) -> VisionMeta:
-    """Extend the metadata to `n_patches` (padding patches attend only to each other and land last)."""
+def pad_vision_meta(meta: VisionMeta, n_patches: int, unit: int, full_chunk: int | None = None) -> VisionMeta:
+    """Extend the metadata to `n_patches` (padding patches attend only to each other and land last).
+
+    `full_chunk` replaces the metadata's per-image bound with a bucketed one (or None for dense attention),
+    so that it does not add a compile per image size."""
     n = len(meta.positions)
     if n_patches < n or (n_patches - n) % unit:
         raise ValueError(f"cannot pad {n} patches to {n_patches} (must grow by a multiple of {unit})")
     extra = n_patches - n
     wi = np.concatenate([meta.window_index, np.arange(n // unit, n_patches // unit, dtype=np.int32)])
     return VisionMeta(
+        full_chunk=full_chunk,
         window_index=wi,
         reverse_index=np.argsort(wi).astype(np.int32),
         positions=np.concatenate([meta.positions, np.zeros((extra, 2), np.int32)]),
@@ -116,7 +120,7 @@ def _generate_program(
     kv_mask = jnp.concatenate([mask.astype(bool), jnp.zeros((b, max_new), bool)], axis=1)
     causal = jnp.arange(t)[:, None] >= jnp.arange(total)[None, :]
     prefill_mask = causal[None] & kv_mask[:, None, :]
-    logits, cache = model.decode(embeds, position_ids, prefill_mask, cache, jnp.int32(0))
+    logits, cache = model.decode(embeds, position_ids, prefill_mask, cache, jnp.int32(0), last_only=True)
     last = logits[:, -1]  # [batch, vocab]
     if group > 1:  # share the prefix: copy each prompt's cache and last logits to its group rows
         rep = lambda x: jnp.repeat(x, group, axis=0)
@@ -211,7 +215,10 @@ def generate(
         pv = np.asarray(pixel_values, np.float32)
         nb = Buckets.pick(len(pv), buckets.patch_counts)
         pixels = np.concatenate([pv, np.zeros((nb - len(pv), pv.shape[1]), np.float32)])
-        meta = pad_vision_meta(vision_metadata(grid, cfg.vision), nb, cfg.vision.merge_unit)
+        longest = int(grid.prod(-1).max())
+        chunk = Buckets.pick(longest, buckets.patch_counts)
+        meta = pad_vision_meta(vision_metadata(grid, cfg.vision), nb, cfg.vision.merge_unit,
+                               full_chunk=chunk if nb > 3 * chunk else None)
     new_b = Buckets.pick(max_new_tokens, buckets.new_tokens)
     rows = b * group
     if row_keys is None:

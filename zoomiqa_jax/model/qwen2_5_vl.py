@@ -113,10 +113,15 @@ class Qwen25VL(nnx.Module):
         mask: jax.Array,
         cache: list[LayerCache] | None = None,
         cache_index: jax.Array | None = None,
+        *,
+        last_only: bool = False,
     ) -> tuple[jax.Array, list[LayerCache] | None]:
-        """Decoder + lm_head on given embeddings: logits [batch, seq, vocab] and the updated cache."""
+        """Decoder + lm_head on given embeddings: logits [batch, seq, vocab] and the updated cache.
+
+        `last_only` projects only the last position ([batch, 1, vocab]): a prefill needs nothing else, and the
+        vocabulary projection of every prompt position would be most of its FLOPs."""
         hidden, cache = self.language_model(embeds, position_ids, mask, cache, cache_index)
-        return self.logits(hidden), cache
+        return self.logits(hidden[:, -1:] if last_only else hidden), cache
 
     # ------------------------------------------------------------------ forward
     def __call__(

@@ -9,7 +9,7 @@ the merger.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -21,14 +21,19 @@ from zoomiqa_jax.model.layers import GatedMLP, Linear, RMSNorm, dot_product_atte
 from zoomiqa_jax.model.rope import apply_rotary, vision_rope
 
 
-class VisionMeta(NamedTuple):
-    """Host-computed integer arrays that describe a set of images to the vision tower.
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class VisionMeta:
+    """Host-computed integer arrays that describe a set of images to the vision tower (a pytree).
 
     window_index:  [n_merged] raster merged-token index placed at each window-order slot.
     reverse_index: [n_merged] window-order slot of each raster merged token (argsort of window_index).
     positions:     [n_patches, 2] (row, col) of each patch, in window order.
     image_segment: [n_patches] image (frame) id of each patch, in window order.
     window_segment:[n_patches] window id of each patch, in window order.
+    full_chunk:    static: an upper bound on one image's patch count (a multiple of 64), or None. With several
+                   images, full attention then runs per image in chunks (O(n x chunk)) instead of over all
+                   n patches at once (O(n^2)); None or a single chunk-sized image means dense attention.
     """
 
     window_index: np.ndarray
@@ -36,6 +41,7 @@ class VisionMeta(NamedTuple):
     positions: np.ndarray
     image_segment: np.ndarray
     window_segment: np.ndarray
+    full_chunk: int | None = dataclasses.field(default=None, metadata=dict(static=True))
 
 
 def vision_metadata(grid_thw: np.ndarray, config: VisionConfig) -> VisionMeta:
@@ -79,7 +85,9 @@ def vision_metadata(grid_thw: np.ndarray, config: VisionConfig) -> VisionMeta:
         offset += t * lh * lw
     window_index_arr = np.concatenate(window_index).astype(np.int32)
     positions_arr = np.concatenate(positions)[window_index_arr].reshape(-1, 2).astype(np.int32)
+    longest = max((t * h * w for t, h, w in np.asarray(grid_thw, dtype=np.int64).reshape(-1, 3).tolist()), default=0)
     return VisionMeta(
+        full_chunk=-(-int(longest) // 64) * 64 if len(image_seg) > 1 else None,
         window_index=window_index_arr,
         reverse_index=np.argsort(window_index_arr).astype(np.int32),
         positions=positions_arr,
@@ -209,8 +217,10 @@ class VisionTower(nnx.Module):
         img = jnp.asarray(meta.image_segment)
         win = jnp.asarray(meta.window_segment)
         window_len = cfg.merger_window**2 * unit  # the longest window, in patches
+        # full attention: per image in chunks when that beats one dense n x n over all images
+        image_len = meta.full_chunk if meta.full_chunk is not None and n > 3 * meta.full_chunk else None
         full = set(cfg.fullatt_block_indexes)
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, img, None) if i in full else block(x, cos, sin, win, window_len)
+            x = block(x, cos, sin, img, image_len) if i in full else block(x, cos, sin, win, window_len)
         merged = self.merger(x)
         return merged[jnp.asarray(meta.reverse_index)]
