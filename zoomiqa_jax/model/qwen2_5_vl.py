@@ -75,6 +75,7 @@ class Qwen25VL(nnx.Module):
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
     ) -> None:
+        dtype, param_dtype = jnp.dtype(dtype), jnp.dtype(param_dtype)  # accept "bfloat16" and friends
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.config = config
         self.visual = VisionTower(config.vision, **kw)
