@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from zoomiqa_jax.cli import main
 
 
+@pytest.mark.slow  # ~40 s: two demo runs
 def test_demo_writes_all_outputs(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--num-images", "5", "--seed", "1"]) == 0
