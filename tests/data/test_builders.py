@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -318,17 +319,29 @@ def test_grain_reads_the_source_and_tensorflow_is_never_imported(built) -> None:
     assert "tensorflow" not in sys.modules
 
 
-def test_spaq_xlsx_without_openpyxl_says_how_to_read_it(tmp_path: Path) -> None:
-    try:
-        import openpyxl  # noqa: F401
+def test_spaq_xlsx_reads_like_its_csv_export(tmp_path: Path) -> None:
+    """SPAQ publishes its labels as .xlsx (openpyxl is a dependency): the sheet gives the same dataset as the CSV."""
+    import csv
 
-        pytest.skip("openpyxl is installed; the .xlsx path reads the sheet")
-    except ImportError:
-        pass
-    (tmp_path / "spaq" / "Annotations").mkdir(parents=True)
-    (tmp_path / "spaq" / "Annotations" / "MOS and Image attribute scores.xlsx").write_bytes(b"PK")
-    with pytest.raises(ManualDirError, match=r"scores\.xlsx: reading \.xlsx needs openpyxl.*\.csv"):
-        build_dataset("spaq", tmp_path, tmp_path / "data")
+    import openpyxl
+
+    fake_spaq(tmp_path / "csv" / "spaq")
+    ann = tmp_path / "csv" / "spaq" / "Annotations"
+    csv_file = ann / "MOS and Image attribute scores.csv"
+    xdir = tmp_path / "xlsx" / "spaq"
+    shutil.copytree(tmp_path / "csv" / "spaq", xdir)
+    (xdir / "Annotations" / csv_file.name).unlink()
+    book = openpyxl.Workbook()
+    for row in csv.reader(csv_file.open()):
+        book.active.append([float(c) if c.replace(".", "", 1).isdigit() else c for c in row])
+    book.save(xdir / "Annotations" / "MOS and Image attribute scores.xlsx")
+    a = build_dataset("spaq", tmp_path / "csv", tmp_path / "data_csv")
+    b = build_dataset("spaq", tmp_path / "xlsx", tmp_path / "data_xlsx")
+    assert a.counts == b.counts and len(a.bad) == len(b.bad) == 2
+    key = lambda item: item["key"]
+    ra = sorted(load_split(tmp_path / "data_csv", "spaq", "test"), key=key)
+    rb = sorted(load_split(tmp_path / "data_xlsx", "spaq", "test"), key=key)
+    assert [(x["key"], x["mos_norm"], x["image"]) for x in ra] == [(x["key"], x["mos_norm"], x["image"]) for x in rb]
 
 
 def test_source_pickles_and_tfds_data_source_reads_the_same_build(built) -> None:
