@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("zoomiqa_jax.demo", "built-in demo on synthetic images with a tiny random model"),
     "score": ("zoomiqa_jax.score", "rate images with a checkpoint (reasoning, zooms, rating)"),
     "compare": ("zoomiqa_jax.score", "compare two images with the Q-Insight comparison prompt"),
+    "eval": ("zoomiqa_jax.eval.runner", "evaluate a checkpoint on IQA test sets: metrics, report, plots"),
 }
 
 

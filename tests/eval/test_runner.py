@@ -1,0 +1,151 @@
+"""`zoomiqa eval` end to end on a tiny random model: all files, resume recomputes only what is missing,
+a changed config refuses to mix, and the report renders metrics beside the published rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zoomiqa_jax.eval import runner
+from zoomiqa_jax.eval.report import PUBLISHED, column_of, write_report
+
+N_IMAGES = 6
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny random HF checkpoint and a synthetic labelled set of 6 small images, one of them corrupt."""
+    from zoomiqa_jax.data.degrade import generate_degradation_set
+    from zoomiqa_jax.data.synthetic import write_scenes
+    from zoomiqa_jax.demo import make_demo_checkpoint
+
+    root = tmp_path_factory.mktemp("eval")
+    write_scenes(root / "scenes", N_IMAGES, seed=0)
+    generate_degradation_set(root / "scenes", root / "images", 0, resize_short=32, progress=False)
+    labels = root / "images" / "labels.jsonl"
+    first = json.loads(labels.read_text().splitlines()[0])
+    (root / "images" / first["image"]).write_bytes(b"\x89PNG truncated")  # counted, never fatal
+    return {"root": root, "checkpoint": make_demo_checkpoint(root / "ckpt", 0), "labels": labels}
+
+
+def _argv(ws: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    return ["--checkpoint", str(ws["checkpoint"]), "--labels", str(ws["labels"]), "--out", str(out),
+            "--max-new-tokens", "6", "--batch-size", "4", "--dtype", "float32", "--min-pixels", "784",
+            "--max-pixels", "3136", "--no-progress", *extra]
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the images the model is run on (the real run_zoomiqa, wrapped)."""
+    seen: list[str] = []
+    real = runner.run_zoomiqa
+
+    def wrapper(model, tokenizer, items, *args, **kwargs):  # noqa: ANN001, ANN202
+        seen.extend(item.name for item in items)
+        return real(model, tokenizer, items, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_zoomiqa", wrapper)
+    return seen
+
+
+def _predictions(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+
+
+def test_eval_writes_all_files_and_resumes_only_missing_items(
+    workspace: dict[str, Path], counted: list[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    assert runner.eval_main(_argv(workspace, out)) == 0
+    for name in ("run_config.json", "environment.json", "predictions.jsonl", "metrics.json", "report.md",
+                 "plots/degradation_scatter.png", "plots/degradation_hist.png"):
+        assert (out / name).is_file(), name
+    rows = _predictions(out)
+    assert len(rows) == N_IMAGES and len(counted) == N_IMAGES - 1  # the corrupt image never reaches the model
+    assert sum(r["invalid"] == runner.UNREADABLE for r in rows) == 1
+    assert len({r["config_hash"] for r in rows}) == 1
+    metrics = json.loads((out / "metrics.json").read_text())["datasets"]["degradation"]
+    assert metrics["n"] == N_IMAGES and sum(metrics["invalid_by_class"].values()) == N_IMAGES - metrics["n_valid"]
+    assert metrics["invalid_by_class"][runner.UNREADABLE] == 1
+    env = json.loads((out / "environment.json").read_text())
+    assert env["jax"] and env["flax"] and env["devices"]
+    assert "Zoom-IQA | seeds/000 Table 1" in (out / "report.md").read_text()
+
+    # delete half of the predictions (a partial last line too): the rerun recomputes exactly that half
+    kept, dropped = rows[: N_IMAGES // 2], rows[N_IMAGES // 2:]
+    text = "".join(json.dumps(r) + "\n" for r in kept) + '{"config_hash": "trunc'
+    (out / "predictions.jsonl").write_text(text)
+    counted.clear()
+    assert runner.eval_main(_argv(workspace, out)) == 0
+    assert sorted(counted) == sorted(r["image"] for r in dropped if r["invalid"] != runner.UNREADABLE)
+    again = _predictions(out)
+    assert sorted(r["key"] for r in again) == sorted(r["key"] for r in rows)
+    assert json.loads((out / "metrics.json").read_text())["datasets"]["degradation"]["n_run_now"] == len(dropped)
+
+    # a changed config refuses to mix and leaves the predictions alone
+    counted.clear()
+    before = (out / "predictions.jsonl").read_text()
+    assert runner.eval_main(_argv(workspace, out, "--temperature", "0.5")) == 2
+    assert counted == [] and (out / "predictions.jsonl").read_text() == before
+
+
+def test_shards_split_the_items_and_metrics_cover_every_shard(
+    workspace: dict[str, Path], counted: list[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "sharded"
+    runs = []
+    for index in (0, 1):
+        counted.clear()
+        assert runner.eval_main(_argv(workspace, out, "--shard-index", str(index), "--shard-count", "2")) == 0
+        runs.append(list(counted))
+        assert (out / f"predictions-{index:05d}-of-00002.jsonl").is_file()
+        metrics = json.loads((out / "metrics.json").read_text())["datasets"]["degradation"]
+        assert metrics["n"] + metrics["n_missing"] == N_IMAGES
+        assert metrics["n_missing"] == (N_IMAGES // 2 if index == 0 else 0)
+    assert not set(runs[0]) & set(runs[1])
+    assert len(runs[0]) + len(runs[1]) == N_IMAGES - 1  # the corrupt image never reaches the model
+
+
+def test_store_refuses_lines_of_another_config(tmp_path: Path) -> None:
+    digest, done = runner.open_store(tmp_path, {"a": 1})
+    assert done == {}
+    line = {"config_hash": "0" * 16, "dataset": "d", "key": "k"}
+    (tmp_path / "predictions.jsonl").write_text(json.dumps(line) + "\n" + json.dumps(line) + "\n")
+    with pytest.raises(runner.ResumeError, match=r"predictions.jsonl:1: written under config 0{16}"):
+        runner.open_store(tmp_path, {"a": 1})
+    with pytest.raises(runner.ResumeError, match=r"a: 1 -> 2"):
+        runner.open_store(tmp_path, {"a": 2})
+
+
+def test_metrics_and_report_of_valid_predictions(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    mos = rng.uniform(1, 5, 40)
+    rows = [{"dataset": "KonIQ-10k", "key": str(i), "mos": float(m), "pred": float(m + rng.normal(0, 0.3)),
+             "invalid": None, "rounds": 1 + (i % 4 == 0), "zoomed": i % 4 == 0, "hit_token_limit": False}
+            for i, m in enumerate(mos)]
+    rows[0].update(pred=None, invalid="malformed_json")
+    m = runner.set_metrics(rows, "zoomiqa")
+    assert m["n_valid"] == 39 and m["invalid_by_class"] == {"malformed_json": 1}
+    assert m["crop_rate"] == pytest.approx(10 / 40) and m["mean_extra_rounds"] == pytest.approx(0.25)
+    assert m["scores"]["n_used"] == 39 and m["scores"]["plcc"] > 0.9
+    summary = {"config_hash": "h", "task": "zoomiqa", "datasets": {"KonIQ-10k": {**m, "n_run_now": 40}}}
+    report = write_report(tmp_path, summary, {"KonIQ-10k": rows},
+                          {"checkpoint": "ckpt", "task": "zoomiqa", "sampling": {}}).read_text()
+    assert column_of("KonIQ-10k") == "koniq"
+    ours = next(line for line in report.splitlines() if line.startswith("| this run (raw)"))
+    assert f"{m['scores']['plcc']:.3f} / {m['scores']['srcc']:.3f}" in ours.split("|")[3]
+    zoom = PUBLISHED[("Zoom-IQA", "seeds/000 Table 1")]["koniq"]
+    assert f"{zoom[0]:.3f} / {zoom[1]:.3f}" in report
+    assert (tmp_path / "plots" / "KonIQ-10k_scatter.png").is_file()
+
+
+def test_degradation_task_metrics() -> None:
+    rows = [{"invalid": None, "rounds": 1, "zoomed": False, "hit_token_limit": False, "pred": None, "mos": 1.0,
+             "distortion_class": gc, "severity": gl, "pred_class": pc, "pred_level": pl}
+            for gc, gl, pc, pl in [("noise", "slight", "noise", "slight"), ("blur", "serious", "noise", "serious"),
+                                   ("null", "null", "null", "null")]]
+    d = runner.set_metrics(rows, "qinsight_degradation")["degradation"]
+    assert d["per_class"]["noise"]["class_acc"] == 1.0 and d["per_class"]["blur"]["class_acc"] == 0.0

@@ -1,0 +1,416 @@
+"""`zoomiqa eval`: run a checkpoint over IQA test sets and write predictions, metrics and a report.
+
+    zoomiqa eval --checkpoint DIR --labels koniq_test.json,spaq_test.json [--out runs/eval]
+    zoomiqa eval --checkpoint DIR --datasets koniq,spaq --data-dir ~/tensorflow_datasets
+
+Outputs under --out:
+    run_config.json    the config in force and its hash (the fields that change a prediction)
+    environment.json   jax / flax versions, devices, the command line and the options outside the hash
+    predictions.jsonl  one line per item: dataset, key, MOS, rating (null when invalid), invalid class,
+                       rounds, crop, token-limit flag, the trajectory without token ids; every line carries
+                       the config hash
+    metrics.json       per dataset: score metrics (raw / isotonic / logistic PLCC, SRCC, KRCC, RMSE, unique-score
+                       ratio), valid-format rate, invalid counts by class, crop rate, extra rounds, token-limit
+                       hits; degradation accuracy for --prompt qinsight-degradation
+    report.md, plots/  the papers' table layout beside their published rows; scatter and histogram per dataset
+
+Resuming: a rerun with the same --out skips every (dataset, key) already in predictions.jsonl and runs only
+the rest. If the hashed config differs from the one in run_config.json (or from a line's hash) the run
+stops with an error naming both hashes and the fields that changed; use a new --out. A partial last line
+(an interrupted write) is dropped. Invalid outputs are counted by class and excluded from the correlations,
+never replaced by a random score.
+
+Sharding: with several JAX processes each host runs items host_index, host_index + hosts, ... and appends
+to its own predictions-IIIII-of-NNNNN.jsonl; after a barrier host 0 reads every file and writes the metrics
+and the report. `--shard-index / --shard-count` do the same by hand (e.g. separate jobs); the metrics of a
+run cover the lines of every shard found and say how many items are still missing. Within a host the model
+runs on one device (no data-parallel split of a batch yet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from zoomiqa_jax.data.pipeline import PipelineConfig, iterate, record_key
+from zoomiqa_jax.eval.report import set_metrics, write_report
+from zoomiqa_jax.inference.single_turn import run_single_turn
+from zoomiqa_jax.inference.zoom import run_zoomiqa
+
+TASKS = {"zoomiqa": "zoomiqa", "qinsight": "qinsight_score", "qinsight-degradation": "qinsight_degradation",
+         "vqr1": "vqr1_score"}
+UNREADABLE = "unreadable_image"
+
+
+class ResumeError(RuntimeError):
+    """predictions.jsonl in --out was written under another config, or cannot be read."""
+
+
+@dataclasses.dataclass
+class EvalSet:
+    """One test set: its name, a random-access source of records, and the label records that failed to load."""
+
+    name: str
+    source: Sequence[Any]
+    bad_labels: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------------ test sets
+
+
+def load_label_sets(files: Sequence[str], fmt: str = "auto", root: str | None = None) -> list[EvalSet]:
+    """One EvalSet per label file (`data.labels` formats), named by its records' dataset (else file stem)."""
+    from zoomiqa_jax.data.labels import load_labels
+
+    sets = []
+    for file in files:
+        result = load_labels(file, fmt, root=root)  # type: ignore[arg-type]
+        names = {r.dataset for r in result.records}
+        name = names.pop() if len(names) == 1 else Path(file).stem
+        sets.append(EvalSet(name, result.records, [dataclasses.asdict(b) for b in result.bad]))
+    return sets
+
+
+def load_tfds_sets(names: Sequence[str], data_dir: str | None, split: str = "test") -> list[EvalSet]:
+    """Random-access sources of the built tfds datasets (`zoomiqa_jax.data.builders.load_split`), with the
+    bad records of each build log."""
+    try:
+        from zoomiqa_jax.data.builders import load_split, read_build_log
+    except ImportError as err:
+        raise ValueError(f"--datasets needs the tfds builders (zoomiqa_jax.data.builders): {err}") from err
+    if data_dir is None:
+        raise ValueError("--datasets needs --data-dir (the folder the builders wrote to)")
+    sets = []
+    for name in names:
+        try:
+            source = load_split(data_dir, name, split)
+        except (FileNotFoundError, KeyError) as err:
+            raise ValueError(f"--datasets {name}: {err}") from err
+        try:
+            bad = list(read_build_log(data_dir, name).get("bad", []))
+        except (OSError, ValueError):
+            bad = []
+        sets.append(EvalSet(name, source, bad))
+    return sets
+
+
+# ---------------------------------------------------------------------------------------- config and resume
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """First 16 hex digits of the SHA-256 of the config as sorted-key JSON."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def checkpoint_fingerprint(path: str | Path) -> dict[str, Any]:
+    """Resolved path, file count and total bytes of a checkpoint directory: a rewritten checkpoint changes the
+    config hash even at the same path (cheap: sizes only, no content hashing)."""
+    root = Path(path).resolve()
+    files = [f for f in root.rglob("*") if f.is_file()]
+    return {"path": str(root), "n_files": len(files), "bytes": sum(f.stat().st_size for f in files)}
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any]) -> str:
+    keys = sorted(set(old) | set(new))
+    changes = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+    return "; ".join(changes) or "(no field differs; the hash format changed)"
+
+
+def predictions_file(out: Path, shard_index: int = 0, shard_count: int = 1) -> Path:
+    """predictions.jsonl for one shard, else predictions-IIIII-of-NNNNN.jsonl (one file per writer)."""
+    if shard_count == 1:
+        return out / "predictions.jsonl"
+    return out / f"predictions-{shard_index:05d}-of-{shard_count:05d}.jsonl"
+
+
+def load_predictions(out: Path, digest: str, repair: Path | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every finished prediction under `out` (all predictions*.jsonl files), keyed by (dataset, key).
+
+    A line of another config raises ResumeError naming file and line. A broken LAST line (an interrupted
+    write) is skipped; in the file `repair` (the caller's own) it is also cut off, so the item is redone.
+    """
+    done: dict[tuple[str, str], dict[str, Any]] = {}
+    for file in sorted(out.glob("predictions*.jsonl")):
+        lines = file.read_text(encoding="utf-8").split("\n")
+        kept = []
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                if lineno >= len(lines) - 1:
+                    break
+                raise ResumeError(f"{file}:{lineno}: unreadable line ({err.msg}); fix or delete the file") from None
+            if row.get("config_hash") != digest:
+                raise ResumeError(f"{file}:{lineno}: written under config {row.get('config_hash')}, this run is "
+                                  f"{digest}; refusing to mix them: use another --out")
+            done[(row["dataset"], row["key"])] = row
+            kept.append(line)
+        if repair is not None and file.resolve() == repair.resolve() and len(kept) < sum(1 for x in lines if x):
+            file.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+    return done
+
+
+def open_store(
+    out: Path, config: dict[str, Any], own: Path | None = None
+) -> tuple[str, dict[tuple[str, str], dict[str, Any]]]:
+    """Check `out` against `config` and load the finished predictions, keyed by (dataset, key).
+
+    Writes run_config.json (atomically) for a fresh directory. Raises ResumeError when the stored config hash
+    differs. `own` is this writer's predictions file (default predictions.jsonl), the only one repaired.
+    """
+    digest = config_hash(config)
+    header = out / "run_config.json"
+    if header.is_file():
+        stored = json.loads(header.read_text())
+        if stored.get("config_hash") != digest:
+            raise ResumeError(
+                f"{header}: --out holds results of config {stored.get('config_hash')}, this run is {digest} "
+                f"({_diff(stored.get('config', {}), config)}); refusing to mix them: use another --out"
+            )
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / f".run_config.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({"config_hash": digest, "config": config}, indent=2) + "\n")
+        tmp.replace(header)
+    return digest, load_predictions(out, digest, repair=own or predictions_file(out))
+
+
+def environment(argv: Sequence[str], extra: dict[str, Any]) -> dict[str, Any]:
+    """Versions, devices and the options outside the hash."""
+    import flax
+    import jax
+
+    return {"jax": jax.__version__, "flax": flax.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "devices": [str(d) for d in jax.devices()],
+            "process_count": jax.process_count(), "argv": list(argv),
+            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
+
+
+# ---------------------------------------------------------------------------------------------- inference
+
+
+def _prediction(traj: Any, dataset: str, key: str, index: int, meta: dict[str, Any], digest: str) -> dict[str, Any]:
+    answer = traj.final_answer or {}
+    return {
+        "config_hash": digest, "dataset": dataset, "key": key, "index": index, "image": traj.image,
+        "mos": meta["mos"], "pred": traj.rating, "invalid": traj.invalid,
+        "invalid_round": traj.invalid_round, "rounds": len(traj.rounds), "zoomed": traj.zoomed,
+        "hit_token_limit": traj.hit_token_limit,
+        "distortion_class": meta["distortion_class"], "severity": meta["severity"],
+        "pred_class": answer.get("distortion_class"), "pred_level": answer.get("severity"),
+        "trajectory": traj.to_dict(tokens=False),
+    }
+
+
+class _View:
+    """`source` at `positions`, read lazily (a tfds source is never loaded into memory)."""
+
+    def __init__(self, source: Sequence[Any], positions: Sequence[int]) -> None:
+        self.source, self.positions = source, positions
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.source[self.positions[i]]
+
+
+def _infer(model: Any, tokenizer: Any, items: list, task: str, settings: Any, max_turns: int, prompts: Any) -> list:
+    if task == "zoomiqa":
+        return run_zoomiqa(model, tokenizer, items, settings, max_turns=max_turns, prompts=prompts)
+    return run_single_turn(model, tokenizer, items, task, settings, prompts=prompts)
+
+
+def evaluate_set(
+    eval_set: EvalSet, model: Any, tokenizer: Any, *, task: str, settings: Any, max_turns: int, prompts: Any,
+    done: dict[tuple[str, str], dict[str, Any]], digest: str, sink: TextIO, batch_size: int,
+    limit: int | None = None, num_threads: int = 4, progress: bool = True, shard_index: int = 0,
+    shard_count: int = 1,
+) -> tuple[list[str], int]:
+    """Predict every unfinished item of `eval_set` (the first `limit`) in this shard (positions
+    shard_index, shard_index + shard_count, ...), appending lines to `sink`.
+
+    Returns (the keys of the set's items in source order, number of items run now).
+    """
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from zoomiqa_jax.inference.rounds import ImageItem
+
+    n = len(eval_set.source) if limit is None else min(limit, len(eval_set.source))
+    keys = [record_key(eval_set.source[i], i) for i in range(n)]
+    pending = [i for i in range(shard_index, n, shard_count) if (eval_set.name, keys[i]) not in done]
+    view = _View(eval_set.source, pending)
+    config = PipelineConfig(batch_size=batch_size, shuffle=False, shard_index=0, shard_count=1, patches=False,
+                            num_threads=num_threads)
+    mine = len(range(shard_index, n, shard_count))
+    with tqdm(total=mine, initial=mine - len(pending), desc=eval_set.name, unit="image", disable=not progress) as bar:
+        for batch in iterate(view, config):
+            items, rows = [], []
+            for j, local in enumerate(batch["index"]):
+                index = pending[int(local)]
+                meta = {"mos": float(batch["mos"][j]), "distortion_class": batch["distortion_class"][j],
+                        "severity": batch["severity"][j]}
+                if batch["valid"][j]:
+                    items.append(ImageItem(batch["path"][j] or keys[index], Image.fromarray(batch["images"][j]),
+                                           index=index, question=batch["question"][j]))
+                    rows.append((index, meta))
+                else:
+                    row = {"config_hash": digest, "dataset": eval_set.name, "key": keys[index], "index": index,
+                           "mos": meta["mos"], "pred": None, "invalid": UNREADABLE,
+                           "error": batch["error"][j], "rounds": 0, "zoomed": False, "hit_token_limit": False}
+                    _write(sink, done, row)
+            trajs = _infer(model, tokenizer, items, task, settings, max_turns, prompts) if items else []
+            for traj, (index, meta) in zip(trajs, rows):
+                _write(sink, done, _prediction(traj, eval_set.name, keys[index], index, meta, digest))
+            bar.update(len(batch["key"]))
+    return keys, len(pending)
+
+
+def _write(sink: TextIO, done: dict[tuple[str, str], dict[str, Any]], row: dict[str, Any]) -> None:
+    sink.write(json.dumps(row) + "\n")
+    sink.flush()
+    done[(row["dataset"], row["key"])] = row
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of `zoomiqa eval`."""
+    p = argparse.ArgumentParser(prog="zoomiqa eval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="HF directory or orbax checkpoint")
+    p.add_argument("--tokenizer", metavar="DIR", help="tokenizer directory (default: the checkpoint's own)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--labels", metavar="FILE[,FILE]",
+                     help="label files (DeQA-Score metas, VisualQuality-R1 JSONL, Zoom-IQA eval JSON, plain JSONL)")
+    src.add_argument("--datasets", metavar="NAMES", help="comma-separated tfds datasets built by zoomiqa_jax.data")
+    p.add_argument("--data-dir", metavar="D", help="tfds data directory for --datasets")
+    p.add_argument("--split", default="test", help="tfds split for --datasets (default test)")
+    p.add_argument("--label-format", default="auto", choices=("auto", "deqa", "vqr1", "zoomiqa", "plain"),
+                   help="format of --labels files (default: detected from the first record)")
+    p.add_argument("--image-root", metavar="DIR", help="root for relative image paths (default: the file's folder)")
+    p.add_argument("--out", default="runs/eval", help="output folder; rerunning into it resumes (default runs/eval)")
+    p.add_argument("--prompt", choices=sorted(TASKS), default="zoomiqa",
+                   help="zoomiqa (crop-and-zoom reasoning, default), qinsight (score), qinsight-degradation "
+                   "(distortion class and level: degradation accuracy), vqr1 (VisualQuality-R1 score)")
+    p.add_argument("--max-turns", type=int, choices=(1, 2), default=2, help="rounds per image for zoomiqa (default 2)")
+    p.add_argument("--prompt-file", metavar="FILE", help="YAML/JSON file replacing prompt texts by name")
+    p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N items of each dataset")
+    p.add_argument("--batch-size", type=int, default=8, help="images per sampler call (default 8)")
+    p.add_argument("--num-threads", type=int, default=4, help="image decoding threads (default 4)")
+    p.add_argument("--max-new-tokens", type=int, default=1024, help="new tokens per round (default 1024)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 is greedy (default 1.0)")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95)")
+    p.add_argument("--top-k", type=int, default=50, help="keep the k most likely tokens; 0 disables (default 50)")
+    p.add_argument("--seed", type=int, default=0, help="sampling and question-paraphrase seed (default 0)")
+    p.add_argument("--dtype", choices=("bfloat16", "float32", "float16"), default="bfloat16",
+                   help="compute dtype (default bfloat16)")
+    p.add_argument("--min-pixels", type=int, help="smallest image area given to the model (default: checkpoint's)")
+    p.add_argument("--max-pixels", type=int, help="largest image area given to the model (default: checkpoint's)")
+    p.add_argument("--shard-index", type=int, default=0,
+                   help="with --shard-count: run only items shard-index, shard-index + count, ... and write "
+                   "predictions-IIIII-of-NNNNN.jsonl; metrics cover every shard's lines found (default: one shard "
+                   "per JAX process)")
+    p.add_argument("--shard-count", type=int, help="number of shards (default: the JAX process count)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    return p
+
+
+def eval_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """`zoomiqa eval`. Exit status 0 on success, 2 for a bad flag, checkpoint, data source or a config clash."""
+    from zoomiqa_jax.score import _setup
+
+    out, err = out or sys.stdout, err or sys.stderr
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
+        print("error: --batch-size and --limit must be >= 1", file=err)
+        return 2
+    try:
+        if args.labels:
+            sets = load_label_sets(args.labels.split(","), args.label_format, args.image_root)
+        else:
+            sets = load_tfds_sets([s.strip() for s in args.datasets.split(",")], args.data_dir, args.split)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=err)
+        return 2
+    setup = _setup(args, err)
+    if setup is None:
+        return 2
+    model, tokenizer, settings, prompts = setup
+    task = TASKS[args.prompt]
+    sampling = {k: v for k, v in dataclasses.asdict(settings).items() if k != "buckets"}
+    config = {"checkpoint": checkpoint_fingerprint(args.checkpoint), "tokenizer": args.tokenizer, "task": task,
+              "max_turns": args.max_turns if task == "zoomiqa" else 1, "dtype": args.dtype, "sampling": sampling,
+              "prompts": config_hash(dataclasses.asdict(prompts))}
+    import jax
+
+    shard_index, shard_count = args.shard_index, args.shard_count
+    if shard_count is None:
+        shard_index, shard_count = jax.process_index(), jax.process_count()
+    if not 0 <= shard_index < shard_count:
+        print(f"error: --shard-index must lie in [0, {shard_count}), found {shard_index}", file=err)
+        return 2
+    out_dir = Path(args.out)
+    own = predictions_file(out_dir, shard_index, shard_count)
+    try:
+        digest, done = open_store(out_dir, config, own)
+    except ResumeError as e:
+        print(f"error: {e}", file=err)
+        return 2
+    extra = {"batch_size": args.batch_size, "limit": args.limit, "num_threads": args.num_threads,
+             "sources": args.labels or args.datasets, "shard": [shard_index, shard_count]}
+    if shard_index == 0:
+        (out_dir / "environment.json").write_text(json.dumps(environment(argv, extra), indent=2) + "\n")
+    ran: dict[str, int] = {}
+    keys: dict[str, list[str]] = {}
+    with open(own, "a", encoding="utf-8") as sink:
+        for s in sets:
+            keys[s.name], ran[s.name] = evaluate_set(
+                s, model, tokenizer, task=task, settings=settings, max_turns=args.max_turns, prompts=prompts,
+                done=done, digest=digest, sink=sink, batch_size=args.batch_size, limit=args.limit,
+                num_threads=args.num_threads, progress=not args.no_progress, shard_index=shard_index,
+                shard_count=shard_count)
+    if jax.process_count() > 1:  # every host has written its shard; host 0 writes metrics and report
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("zoomiqa-eval-predictions")
+        if jax.process_index() != 0:
+            return 0
+    done = load_predictions(out_dir, digest)  # every shard's lines, this run's included
+    metrics: dict[str, Any] = {}
+    predictions: dict[str, list[dict[str, Any]]] = {}
+    for s in sets:
+        rows = [done[(s.name, k)] for k in keys[s.name] if (s.name, k) in done]
+        metrics[s.name] = {**set_metrics(rows, task, len(s.bad_labels)), "n_missing": len(keys[s.name]) - len(rows),
+                           "n_run_now": ran[s.name], "bad_labels": s.bad_labels}
+        predictions[s.name] = rows
+    summary = {"config_hash": digest, "task": task, "datasets": metrics}
+    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_report(out_dir, summary, predictions, config)
+    for name, m in metrics.items():
+        valid = "n/a" if m["valid_rate"] is None else f"{m['valid_rate']:.1%}"
+        if "degradation" in m:
+            d = m["degradation"]
+            result = f"class acc. {d['mean_class_acc']}, level acc. {d['mean_level_acc']}"
+        else:
+            result = f"PLCC {m['scores']['plcc']}, SRCC {m['scores']['srcc']}"
+        print(f"{name}: {m['n']} items ({m['n_run_now']} run now), valid {valid}, {result}", file=out)
+    print(f"report: {out_dir / 'report.md'}", file=out)
+    return 0
+
+
+main = eval_main
