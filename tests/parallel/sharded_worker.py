@@ -21,7 +21,9 @@ from tests.reference import image_prompt, random_pixels  # noqa: E402
 from zoomiqa_jax.config import ModelConfig  # noqa: E402
 from zoomiqa_jax.model import Qwen25VL, prepare_inputs  # noqa: E402
 from zoomiqa_jax.parallel import make_mesh, state_shardings  # noqa: E402
-from zoomiqa_jax.train.sft import batch_shardings, forward_loss, make_train_step  # noqa: E402
+from zoomiqa_jax.train.grpo import make_grpo_step, make_old_policy  # noqa: E402
+from zoomiqa_jax.train.sft import forward_loss, make_sft_step  # noqa: E402
+from zoomiqa_jax.train.step import batch_shardings  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -55,14 +57,14 @@ def main() -> None:
     def grads_of(p, b):
         return jax.grad(lambda q: forward_loss(nnx.merge(graphdef, q), b)[0])(p)
 
-    init, step = make_train_step(graphdef, params0, tx)
+    init, step = make_sft_step(graphdef, params0, tx)
     ref_grads = to_host(jax.jit(grads_of)(params0, batch))
     p, _, m = step(jax.tree.map(jnp.copy, params0), init(params0), batch)
     ref_params, ref_loss = to_host(p), float(m["loss"])
     out = {"devices": jax.device_count(), "ref_loss": ref_loss}
     for shape in [(8, 1, 1), (2, 4, 1), (2, 2, 2)]:
         mesh = make_mesh(shape)
-        init, step = make_train_step(graphdef, params0, tx, mesh=mesh, batch_example=batch)
+        init, step = make_sft_step(graphdef, params0, tx, mesh=mesh, batch_example=batch)
         opt = init(params0)
         p_shard = state_shardings(params0, mesh)
         grads = to_host(jax.jit(grads_of, in_shardings=(p_shard, batch_shardings(batch, mesh)),
@@ -77,7 +79,55 @@ def main() -> None:
             "partitioned_params": partitioned,
             "params_total": len(jax.tree.leaves(p)),
         }
+    out["grpo"] = grpo_checks(cfg, graphdef, params0, batch)
     print(json.dumps(out))
+
+
+def rollout_batch(sft_batch: dict, k: int = 4) -> dict:
+    """Turn the SFT batch into a rollout batch: generated = labelled tokens, two rating candidates per row."""
+    labels = np.asarray(sft_batch["labels"])
+    loss_mask = labels != -100
+    cand = np.zeros_like(loss_mask)
+    positions = np.full((labels.shape[0], k), -1, np.int32)
+    for r in range(labels.shape[0]):
+        idx = np.flatnonzero(loss_mask[r])[-3:-1]  # two tokens near the end of the answer
+        cand[r, idx] = True
+        positions[r, : len(idx)] = idx
+    rng = np.random.default_rng(1)
+    batch = {key: v for key, v in sft_batch.items() if key != "labels"}
+    batch |= {
+        "loss_mask": jnp.asarray(loss_mask), "candidate_mask": jnp.asarray(cand),
+        "logit_positions": jnp.asarray(positions), "advantages": jnp.asarray(rng.standard_normal(len(labels)),
+                                                                             jnp.float32),
+    }
+    return batch
+
+
+def grpo_checks(cfg, graphdef, params0, sft_batch) -> dict:
+    """Two updates on one rollout batch (the second sees pi_theta != pi_old, so KL-Coverage acts), single device
+    vs each mesh; plus the first update's KL-Coverage value, which must be exactly 0."""
+    batch = rollout_batch(sft_batch)
+    tx = optax.adamw(1e-3, eps=1e-6)
+    to_host = lambda tree: jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+
+    def run(mesh):
+        old = make_old_policy(graphdef, params0, mesh=mesh, batch_example=batch)(params0, batch)
+        full = batch | old
+        init, first = make_grpo_step(graphdef, params0, tx, mesh=mesh, batch_example=batch)
+        _, later = make_grpo_step(graphdef, params0, tx, mesh=mesh, batch_example=full)
+        p, o, m1 = first(jax.tree.map(jnp.copy, params0), init(params0), batch)
+        p, o, m2 = later(p, o, full)
+        assert float(m1["pg/ratio_min"]) == float(m1["pg/ratio_max"]) == 1.0
+        return to_host(p), float(m1["klcov/value"]), float(m2["klcov/value"]), float(m2["loss"])
+
+    ref_p, klc1, klc2, ref_loss = run(None)
+    res = {"first_update_klcov": klc1, "second_update_klcov": klc2}
+    diff = lambda a, b: max(float(np.abs(x - y).max()) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    for shape in [(8, 1, 1), (2, 4, 1), (2, 2, 2)]:
+        p, _, k2, loss = run(make_mesh(shape))
+        res["x".join(map(str, shape))] = {"params": diff(p, ref_p), "loss": abs(loss - ref_loss),
+                                         "klcov": abs(k2 - klc2)}
+    return res
 
 
 if __name__ == "__main__":

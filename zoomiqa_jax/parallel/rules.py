@@ -70,7 +70,7 @@ def state_shardings(state: nnx.State, mesh: Mesh, rules: Mapping[str, MeshAxes] 
 
     def one(var: nnx.Variable) -> nnx.Variable:
         axes = var.get_metadata().get("logical_axes")
-        shape = var[...].shape
+        shape = var.get_value().shape  # also works on abstract (eval_shape) parameters
         spec = PartitionSpec() if axes is None else logical_to_spec(axes, shape, mesh, rules)
         return var.replace(NamedSharding(mesh, spec))
 

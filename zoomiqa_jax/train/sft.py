@@ -8,8 +8,7 @@ Labels follow the HF convention: `labels[b, t]` is the token at position t when 
 
 (a token mean over the whole batch, so long answers weigh as much per token as short ones).
 
-The step is `jax.jit` with explicit in/out shardings (pjit): parameters and optimizer state by the logical-axis
-rules, the batch split over (data, fsdp); GSPMD propagates the rest.
+`make_sft_step` is the generic sharded step of `zoomiqa_jax.train.step` with this loss.
 """
 
 from __future__ import annotations
@@ -21,9 +20,10 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
-from zoomiqa_jax.parallel.rules import DEFAULT_RULES, MeshAxes, batch_sharding, state_shardings
+from zoomiqa_jax.parallel.rules import DEFAULT_RULES, MeshAxes
+from zoomiqa_jax.train.step import make_train_step
 
 IGNORE = -100
 
@@ -54,26 +54,7 @@ def forward_loss(model: nnx.Module, batch: Mapping[str, Any]) -> tuple[jax.Array
     return sft_loss(logits, batch["labels"])
 
 
-def batch_shardings(batch: Mapping[str, Any], mesh: Mesh, rules: Mapping[str, MeshAxes] = DEFAULT_RULES) -> dict:
-    """Token arrays split over the batch axes; patches split too when they divide; vision metadata replicated."""
-    ways = 1
-    for name in (rules["batch"] if isinstance(rules["batch"], tuple) else (rules["batch"],)):
-        ways *= mesh.shape.get(name, 1) if name else 1
-    replicated = NamedSharding(mesh, PartitionSpec())
-    out: dict[str, Any] = {}
-    for key, value in batch.items():
-        if key in ("input_ids", "attention_mask", "labels"):
-            out[key] = batch_sharding(mesh, 2, 0, rules)
-        elif key == "position_ids":
-            out[key] = batch_sharding(mesh, 3, 1, rules)
-        elif key == "pixel_values" and value is not None:
-            out[key] = batch_sharding(mesh, 2, 0, rules) if value.shape[0] % ways == 0 else replicated
-        else:  # vision metadata and anything else: replicated
-            out[key] = jax.tree.map(lambda _: replicated, value)
-    return out
-
-
-def make_train_step(
+def make_sft_step(
     graphdef: nnx.GraphDef,
     params: nnx.State,
     tx: optax.GradientTransformation,
@@ -81,32 +62,5 @@ def make_train_step(
     batch_example: Mapping[str, Any] | None = None,
     rules: Mapping[str, MeshAxes] = DEFAULT_RULES,
 ) -> tuple[Callable, Callable]:
-    """Return (init_opt_state(params), step(params, opt_state, batch) -> (params, opt_state, metrics)).
-
-    With a mesh, both are jitted with explicit shardings (parameters and optimizer state by the rules, the batch
-    as `batch_shardings`); without one they are plainly jitted on the default device."""
-
-    def step(params: nnx.State, opt_state: Any, batch: Mapping[str, Any]) -> tuple[nnx.State, Any, dict]:
-        def loss_fn(p: nnx.State) -> tuple[jax.Array, dict]:
-            return forward_loss(nnx.merge(graphdef, p), batch)
-
-        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        metrics = dict(metrics, grad_norm=optax.global_norm(grads))
-        return params, opt_state, metrics
-
-    if mesh is None:
-        return jax.jit(tx.init), jax.jit(step, donate_argnums=(0, 1))
-    p_shard = state_shardings(params, mesh, rules)
-    replicated = NamedSharding(mesh, PartitionSpec())
-    opt_shape = jax.eval_shape(tx.init, params)
-    o_shard = optax.tree_map_params(tx, lambda _, s: s, opt_shape, p_shard,
-                                    transform_non_params=lambda _: replicated)
-    if batch_example is None:
-        raise ValueError("a sharded step needs batch_example to derive the batch shardings")
-    b_shard = batch_shardings(batch_example, mesh, rules)
-    init = jax.jit(tx.init, in_shardings=(p_shard,), out_shardings=o_shard)
-    jitted = jax.jit(step, in_shardings=(p_shard, o_shard, b_shard), out_shardings=(p_shard, o_shard, replicated),
-                     donate_argnums=(0, 1))
-    return init, jitted
+    """(init_opt_state, step) for SFT; see `zoomiqa_jax.train.step.make_train_step`."""
+    return make_train_step(graphdef, params, tx, forward_loss, mesh=mesh, batch_example=batch_example, rules=rules)
