@@ -149,3 +149,31 @@ def test_degradation_task_metrics() -> None:
                                    ("null", "null", "null", "null")]]
     d = runner.set_metrics(rows, "qinsight_degradation")["degradation"]
     assert d["per_class"]["noise"]["class_acc"] == 1.0 and d["per_class"]["blur"]["class_acc"] == 0.0
+
+
+def test_degradation_report_has_table3_layout_beside_published_rows(tmp_path: Path) -> None:
+    from zoomiqa_jax.eval.report import PUBLISHED_DEGRADATION
+
+    cases = [("noise", "slight", "noise", "slight"), ("noise", "serious", "noise", "slight"),
+             ("compression", "obvious", "jpeg", "obvious"), ("blur", "moderate", None, None),
+             ("null", "null", "null", None)]
+    rows = [{"dataset": "degradation", "key": str(i), "invalid": None if pc else "missing_answer", "rounds": 1,
+             "zoomed": False, "hit_token_limit": False, "pred": None, "mos": 1.0, "distortion_class": gc,
+             "severity": gl, "pred_class": pc, "pred_level": pl} for i, (gc, gl, pc, pl) in enumerate(cases)]
+    m = runner.set_metrics(rows, "qinsight_degradation")
+    summary = {"config_hash": "h", "task": "qinsight_degradation", "datasets": {"degradation": m}}
+    report = write_report(tmp_path, summary, {"degradation": rows},
+                          {"checkpoint": "ckpt", "task": "qinsight_degradation", "sampling": {}}).read_text()
+    assert "## Degradation perception (seeds/002 Table 3)" in report
+    assert "| model | source | metric | Noise | Blur | JPEG | Darken | Null | Average |" in report
+    ours_class = next(x for x in report.splitlines() if x.startswith("| this run: degradation (n=5)") and "Deg." in x)
+    ours_level = next(x for x in report.splitlines() if x.startswith("| this run: degradation (n=5)") and "Lev." in x)
+    # columns Noise, Blur, JPEG, Darken (absent: blank), Null, Average (macro over the classes present)
+    assert [c.strip() for c in ours_class.split("|")[4:10]] == ["1.0000", "0.0000", "1.0000", "", "1.0000", "0.7500"]
+    assert [c.strip() for c in ours_level.split("|")[4:10]] == ["0.5000", "0.0000", "1.0000", "", "-", "0.5000"]
+    q = PUBLISHED_DEGRADATION[("Q-Insight", "seeds/002 Table 3")]
+    published = "| Q-Insight | seeds/002 Table 3 | {} | " + " | ".join(["{}"] * 6) + " |"
+    assert published.format("Deg. Acc.", "1.0000", "0.9756", "1.0000", "0.9027", "0.7603", "0.9277") in report
+    assert published.format("Lev. Acc.", "0.5973", "0.4438", "0.5541", "0.3230", "-", "0.4796") in report
+    assert q["class"][-1] == pytest.approx(np.mean(q["class"][:5]), abs=1e-4)  # the paper's Average is the macro mean
+    assert q["level"][-1] == pytest.approx(np.mean(q["level"][:4]), abs=1e-4)

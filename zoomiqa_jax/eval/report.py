@@ -3,7 +3,10 @@
 Published rows (PLCC / SRCC, models trained on KonIQ, tested on each set), copied from the papers:
 
 * seeds/000 (Zoom-IQA) Table 1: the "Zoom-IQA (Ours)", "Q-Insight [29]" and "VisualQuality-R1 [67]" rows;
-* seeds/002 (Q-Insight) Table 2: the "Q-Insight (Ours)" row (it differs from Zoom-IQA's Table 1 copy of it).
+* seeds/002 (Q-Insight) Table 2: the "Q-Insight (Ours)" row (it differs from Zoom-IQA's Table 1 copy of it);
+* seeds/002 Table 3 (degradation perception): the "AgenticIR [74]" and "Q-Insight (Ours)" rows of distortion
+  class accuracy (Deg. Acc.) and level accuracy (Lev. Acc.) per class; "Average" is the mean over the classes
+  (five for Deg. Acc., four for Lev. Acc.: "null" has no level), as `degradation_accuracy`'s macro means.
 
 `set_metrics` turns one dataset's prediction rows into the numbers of metrics.json. The report's columns
 follow the papers' order: KonIQ, SPAQ, KADID, PIPAL, LiveW, AGIQA, CSIQ; a dataset of the run with another
@@ -38,6 +41,19 @@ PUBLISHED: dict[tuple[str, str], dict[str, tuple[float, float]]] = {
     ("Q-Insight", "seeds/002 Table 2"): {
         "koniq": (0.933, 0.916), "spaq": (0.907, 0.905), "kadid": (0.742, 0.736), "pipal": (0.486, 0.474),
         "livew": (0.893, 0.865), "agiqa": (0.811, 0.764), "csiq": (0.870, 0.824)},
+}
+
+DEGRADATION_COLUMNS = ("noise", "blur", "compression", "darken", "null")
+DEGRADATION_TITLES = {"noise": "Noise", "blur": "Blur", "compression": "JPEG", "darken": "Darken", "null": "Null"}
+
+# (row label, source) -> {"class" | "level": (noise, blur, jpeg, darken, null, average)}; None: "-" in the paper
+PUBLISHED_DEGRADATION: dict[tuple[str, str], dict[str, tuple[float | None, ...]]] = {
+    ("AgenticIR", "seeds/002 Table 3"): {
+        "class": (0.4646, 0.8390, 0.0135, 0.7478, 0.9339, 0.5998),
+        "level": (0.1858, 0.3219, 0.0000, 0.2611, None, 0.1922)},
+    ("Q-Insight", "seeds/002 Table 3"): {
+        "class": (1.0000, 0.9756, 1.0000, 0.9027, 0.7603, 0.9277),
+        "level": (0.5973, 0.4438, 0.5541, 0.3230, None, 0.4796)},
 }
 
 
@@ -106,6 +122,30 @@ def score_table(datasets: dict[str, Any], style: str = "raw") -> list[str]:
     for (label, source), row in PUBLISHED.items():
         vals = [f"{row[c][0]:.3f} / {row[c][1]:.3f}" if c in row else "" for c in columns]
         lines.append(f"| {label} | {source} | " + " | ".join(vals) + " |")
+    return lines
+
+
+def degradation_table(datasets: dict[str, Any]) -> list[str]:
+    """Markdown rows in seeds/002 Table 3's layout: per class Deg. Acc. and Lev. Acc. of each dataset of the
+    run (a class absent from a dataset is blank), then the published rows."""
+    head = "| model | source | metric | " + " | ".join(DEGRADATION_TITLES[c] for c in DEGRADATION_COLUMNS)
+    lines = [head + " | Average |", "| --- | --- | --- |" + " ---: |" * (len(DEGRADATION_COLUMNS) + 1)]
+    for name, m in datasets.items():
+        d = m.get("degradation")
+        if not d:
+            continue
+        for metric, key, mean in (("Deg. Acc.", "class_acc", "mean_class_acc"),
+                                  ("Lev. Acc.", "level_acc", "mean_level_acc")):
+            cells = []
+            for c in DEGRADATION_COLUMNS:
+                acc = d["per_class"].get(c)
+                cells.append("" if acc is None else ("-" if acc[key] is None else f"{acc[key]:.4f}"))
+            lines.append(f"| this run: {name} (n={d['n']}) | metrics.json | {metric} | " + " | ".join(cells)
+                         + f" | {_f(d[mean], 4)} |")
+    for (label, source), row in PUBLISHED_DEGRADATION.items():
+        for metric, key in (("Deg. Acc.", "class"), ("Lev. Acc.", "level")):
+            lines.append(f"| {label} | {source} | {metric} | " + " | ".join(_f(v, 4) if v is not None else "-"
+                                                                            for v in row[key]) + " |")
     return lines
 
 
@@ -186,6 +226,13 @@ def write_report(out: Path, summary: dict[str, Any], predictions: dict[str, list
         lines += score_table(datasets, "raw")
         lines += ["", "After the monotonic isotonic fit of predictions to MOS (the Zoom-IQA authors' evaluation):", ""]
         lines += score_table(datasets, "isotonic")
+        lines.append("")
+    else:
+        lines += ["## Degradation perception (seeds/002 Table 3)", "",
+                  "Class accuracy (Deg. Acc., Eq. 4) and level accuracy (Lev. Acc., Eq. 5: class and level both "
+                  "right) per true distortion class; invalid answers count as wrong. JPEG is the prompt's "
+                  "\"compression\". Published rows from seeds/002 Table 3 (DQ-495K test images, not this set):", ""]
+        lines += degradation_table(datasets)
         lines.append("")
     lines += ["## Per dataset", ""]
     for name, m in datasets.items():

@@ -31,28 +31,30 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
-import os
-import platform
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from zoomiqa_jax.data.pipeline import PipelineConfig, iterate, record_key
 from zoomiqa_jax.eval.report import set_metrics, write_report
+from zoomiqa_jax.eval.runner_devices import data_parallel_generate
+from zoomiqa_jax.eval.runner_store import (  # noqa: F401 (ResumeError, config_hash, load_predictions: public here)
+    ResumeError,
+    checkpoint_fingerprint,
+    config_hash,
+    environment,
+    load_predictions,
+    open_store,
+    predictions_file,
+)
 from zoomiqa_jax.inference.single_turn import run_single_turn
 from zoomiqa_jax.inference.zoom import run_zoomiqa
 
 TASKS = {"zoomiqa": "zoomiqa", "qinsight": "qinsight_score", "qinsight-degradation": "qinsight_degradation",
          "vqr1": "vqr1_score"}
 UNREADABLE = "unreadable_image"
-
-
-class ResumeError(RuntimeError):
-    """predictions.jsonl in --out was written under another config, or cannot be read."""
 
 
 @dataclasses.dataclass
@@ -103,100 +105,6 @@ def load_tfds_sets(names: Sequence[str], data_dir: str | None, split: str = "tes
     return sets
 
 
-# ---------------------------------------------------------------------------------------- config and resume
-
-
-def config_hash(config: dict[str, Any]) -> str:
-    """First 16 hex digits of the SHA-256 of the config as sorted-key JSON."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def checkpoint_fingerprint(path: str | Path) -> dict[str, Any]:
-    """Resolved path, file count and total bytes of a checkpoint directory: a rewritten checkpoint changes the
-    config hash even at the same path (cheap: sizes only, no content hashing)."""
-    root = Path(path).resolve()
-    files = [f for f in root.rglob("*") if f.is_file()]
-    return {"path": str(root), "n_files": len(files), "bytes": sum(f.stat().st_size for f in files)}
-
-
-def _diff(old: dict[str, Any], new: dict[str, Any]) -> str:
-    keys = sorted(set(old) | set(new))
-    changes = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
-    return "; ".join(changes) or "(no field differs; the hash format changed)"
-
-
-def predictions_file(out: Path, shard_index: int = 0, shard_count: int = 1) -> Path:
-    """predictions.jsonl for one shard, else predictions-IIIII-of-NNNNN.jsonl (one file per writer)."""
-    if shard_count == 1:
-        return out / "predictions.jsonl"
-    return out / f"predictions-{shard_index:05d}-of-{shard_count:05d}.jsonl"
-
-
-def load_predictions(out: Path, digest: str, repair: Path | None = None) -> dict[tuple[str, str], dict[str, Any]]:
-    """Every finished prediction under `out` (all predictions*.jsonl files), keyed by (dataset, key).
-
-    A line of another config raises ResumeError naming file and line. A broken LAST line (an interrupted
-    write) is skipped; in the file `repair` (the caller's own) it is also cut off, so the item is redone.
-    """
-    done: dict[tuple[str, str], dict[str, Any]] = {}
-    for file in sorted(out.glob("predictions*.jsonl")):
-        lines = file.read_text(encoding="utf-8").split("\n")
-        kept = []
-        for lineno, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                if lineno >= len(lines) - 1:
-                    break
-                raise ResumeError(f"{file}:{lineno}: unreadable line ({err.msg}); fix or delete the file") from None
-            if row.get("config_hash") != digest:
-                raise ResumeError(f"{file}:{lineno}: written under config {row.get('config_hash')}, this run is "
-                                  f"{digest}; refusing to mix them: use another --out")
-            done[(row["dataset"], row["key"])] = row
-            kept.append(line)
-        if repair is not None and file.resolve() == repair.resolve() and len(kept) < sum(1 for x in lines if x):
-            file.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-    return done
-
-
-def open_store(
-    out: Path, config: dict[str, Any], own: Path | None = None
-) -> tuple[str, dict[tuple[str, str], dict[str, Any]]]:
-    """Check `out` against `config` and load the finished predictions, keyed by (dataset, key).
-
-    Writes run_config.json (atomically) for a fresh directory. Raises ResumeError when the stored config hash
-    differs. `own` is this writer's predictions file (default predictions.jsonl), the only one repaired.
-    """
-    digest = config_hash(config)
-    header = out / "run_config.json"
-    if header.is_file():
-        stored = json.loads(header.read_text())
-        if stored.get("config_hash") != digest:
-            raise ResumeError(
-                f"{header}: --out holds results of config {stored.get('config_hash')}, this run is {digest} "
-                f"({_diff(stored.get('config', {}), config)}); refusing to mix them: use another --out"
-            )
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / f".run_config.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({"config_hash": digest, "config": config}, indent=2) + "\n")
-        tmp.replace(header)
-    return digest, load_predictions(out, digest, repair=own or predictions_file(out))
-
-
-def environment(argv: Sequence[str], extra: dict[str, Any]) -> dict[str, Any]:
-    """Versions, devices and the options outside the hash."""
-    import flax
-    import jax
-
-    return {"jax": jax.__version__, "flax": flax.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "devices": [str(d) for d in jax.devices()],
-            "process_count": jax.process_count(), "argv": list(argv),
-            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
-
-
 # ---------------------------------------------------------------------------------------------- inference
 
 
@@ -226,21 +134,24 @@ class _View:
         return self.source[self.positions[i]]
 
 
-def _infer(model: Any, tokenizer: Any, items: list, task: str, settings: Any, max_turns: int, prompts: Any) -> list:
+def _infer(model: Any, tokenizer: Any, items: list, task: str, settings: Any, max_turns: int, prompts: Any,
+           generate_fn: Any = None) -> list:
     if task == "zoomiqa":
-        return run_zoomiqa(model, tokenizer, items, settings, max_turns=max_turns, prompts=prompts)
-    return run_single_turn(model, tokenizer, items, task, settings, prompts=prompts)
+        return run_zoomiqa(model, tokenizer, items, settings, max_turns=max_turns, prompts=prompts,
+                           generate_fn=generate_fn)
+    return run_single_turn(model, tokenizer, items, task, settings, prompts=prompts, generate_fn=generate_fn)
 
 
 def evaluate_set(
     eval_set: EvalSet, model: Any, tokenizer: Any, *, task: str, settings: Any, max_turns: int, prompts: Any,
     done: dict[tuple[str, str], dict[str, Any]], digest: str, sink: TextIO, batch_size: int,
     limit: int | None = None, num_threads: int = 4, progress: bool = True, shard_index: int = 0,
-    shard_count: int = 1,
+    shard_count: int = 1, generate_fn: Any = None,
 ) -> tuple[list[str], int]:
     """Predict every unfinished item of `eval_set` (the first `limit`) in this shard (positions
     shard_index, shard_index + shard_count, ...), appending lines to `sink`.
 
+    `generate_fn` replaces `engine.generate` (e.g. a `runner_devices.DataParallelGenerate`).
     Returns (the keys of the set's items in source order, number of items run now).
     """
     from PIL import Image
@@ -271,7 +182,7 @@ def evaluate_set(
                            "mos": meta["mos"], "pred": None, "invalid": UNREADABLE,
                            "error": batch["error"][j], "rounds": 0, "zoomed": False, "hit_token_limit": False}
                     _write(sink, done, row)
-            trajs = _infer(model, tokenizer, items, task, settings, max_turns, prompts) if items else []
+            trajs = _infer(model, tokenizer, items, task, settings, max_turns, prompts, generate_fn) if items else []
             for traj, (index, meta) in zip(trajs, rows):
                 _write(sink, done, _prediction(traj, eval_set.name, keys[index], index, meta, digest))
             bar.update(len(batch["key"]))
@@ -371,7 +282,9 @@ def eval_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err:
     except ResumeError as e:
         print(f"error: {e}", file=err)
         return 2
-    extra = {"batch_size": args.batch_size, "limit": args.limit, "num_threads": args.num_threads,
+    generate_fn = data_parallel_generate(model)
+    extra = {"data_parallel_devices": jax.local_device_count(), "batch_size": args.batch_size, "limit": args.limit,
+             "num_threads": args.num_threads,
              "sources": args.labels or args.datasets, "shard": [shard_index, shard_count]}
     if shard_index == 0:
         (out_dir / "environment.json").write_text(json.dumps(environment(argv, extra), indent=2) + "\n")
@@ -383,7 +296,7 @@ def eval_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err:
                 s, model, tokenizer, task=task, settings=settings, max_turns=args.max_turns, prompts=prompts,
                 done=done, digest=digest, sink=sink, batch_size=args.batch_size, limit=args.limit,
                 num_threads=args.num_threads, progress=not args.no_progress, shard_index=shard_index,
-                shard_count=shard_count)
+                shard_count=shard_count, generate_fn=generate_fn)
     if jax.process_count() > 1:  # every host has written its shard; host 0 writes metrics and report
         from jax.experimental import multihost_utils
 
