@@ -82,12 +82,20 @@ def atomic_output_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[
     out = check_output_dir(out_dir, overwrite).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the result should get a normal directory's mode
     try:
         yield tmp
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, old / out.name)
-            os.replace(tmp, out)
+            try:
+                os.replace(tmp, out)
+            except BaseException:
+                os.replace(old / out.name, out)  # put the previous result back: out_dir stays untouched
+                shutil.rmtree(old, ignore_errors=True)
+                raise
             shutil.rmtree(old)
         else:
             os.replace(tmp, out)

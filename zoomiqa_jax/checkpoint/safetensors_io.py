@@ -18,6 +18,7 @@ as written by transformers' `save_pretrained`.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import struct
@@ -67,7 +68,7 @@ class TensorSpec(NamedTuple):
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        return math.prod(self.shape) * self.dtype.itemsize  # Python ints: no overflow on hostile headers
 
 
 def dtype_code(dtype: Any) -> str:
@@ -127,9 +128,12 @@ class SafetensorsFile:
         data_len = size - self._start
         for name, info in header.items():
             try:
-                spec = TensorSpec(name, tuple(int(d) for d in info["shape"]), numpy_dtype(info["dtype"]))
+                shape = tuple(info["shape"])
+                if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+                    raise ValueError("shape must be a list of non-negative integers")
+                spec = TensorSpec(name, shape, numpy_dtype(info["dtype"]))
                 begin, end = (int(x) for x in info["data_offsets"])
-            except (KeyError, TypeError, ValueError) as e:
+            except (KeyError, TypeError, ValueError, OverflowError) as e:
                 raise SafetensorsError(f"{self.path}: bad header entry {name!r}: {info!r} ({e})") from None
             if end - begin != spec.nbytes or begin < 0 or end > data_len:
                 raise SafetensorsError(

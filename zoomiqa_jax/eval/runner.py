@@ -79,6 +79,17 @@ def load_label_sets(files: Sequence[str], fmt: str = "auto", root: str | None = 
         names = {r.dataset for r in result.records}
         name = names.pop() if len(names) == 1 else Path(file).stem
         sets.append(EvalSet(name, result.records, [dataclasses.asdict(b) for b in result.bad]))
+    return _unique_names(sets, files)
+
+
+def _unique_names(sets: list[EvalSet], sources: Sequence[str]) -> list[EvalSet]:
+    """Results are keyed by set name: two sets of one name would overwrite each other, so refuse them."""
+    seen: dict[str, str] = {}
+    for s, src in zip(sets, sources):
+        if s.name in seen:
+            raise ValueError(f"{seen[s.name]} and {src} both give dataset name {s.name!r}; results would overwrite "
+                             "each other (list each dataset once; label files need distinct dataset or file names)")
+        seen[s.name] = src
     return sets
 
 
@@ -102,7 +113,7 @@ def load_tfds_sets(names: Sequence[str], data_dir: str | None, split: str = "tes
         except (OSError, ValueError):
             bad = []
         sets.append(EvalSet(name, source, bad))
-    return sets
+    return _unique_names(sets, names)
 
 
 # ---------------------------------------------------------------------------------------------- inference
@@ -264,7 +275,8 @@ def eval_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err:
     model, tokenizer, settings, prompts = setup
     task = TASKS[args.prompt]
     sampling = {k: v for k, v in dataclasses.asdict(settings).items() if k != "buckets"}
-    config = {"checkpoint": checkpoint_fingerprint(args.checkpoint), "tokenizer": args.tokenizer, "task": task,
+    config = {"checkpoint": checkpoint_fingerprint(args.checkpoint, exclude=args.out), "tokenizer": args.tokenizer,
+              "task": task,
               "max_turns": args.max_turns if task == "zoomiqa" else 1, "dtype": args.dtype, "sampling": sampling,
               "prompts": config_hash(dataclasses.asdict(prompts))}
     import jax

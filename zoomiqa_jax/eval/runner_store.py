@@ -22,11 +22,13 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def checkpoint_fingerprint(path: str | Path) -> dict[str, Any]:
+def checkpoint_fingerprint(path: str | Path, exclude: str | Path | None = None) -> dict[str, Any]:
     """Resolved path, file count and total bytes of a checkpoint directory: a rewritten checkpoint changes the
-    config hash even at the same path (cheap: sizes only, no content hashing)."""
+    config hash even at the same path (cheap: sizes only, no content hashing). Files under `exclude` (the eval's
+    own output folder, when it sits inside the checkpoint) do not count."""
     root = Path(path).resolve()
-    files = [f for f in root.rglob("*") if f.is_file()]
+    skip = Path(exclude).resolve() if exclude is not None else None
+    files = [f for f in root.rglob("*") if f.is_file() and not (skip is not None and f.is_relative_to(skip))]
     return {"path": str(root), "n_files": len(files), "bytes": sum(f.stat().st_size for f in files)}
 
 
