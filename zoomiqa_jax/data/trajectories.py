@@ -30,7 +30,7 @@ from typing import Any
 
 from zoomiqa_jax.data.degrade import LEVELS, NULL, generate_degradation_set
 from zoomiqa_jax.data.synthetic import write_scenes
-from zoomiqa_jax.processing.answers import zoomiqa_format_problems
+from zoomiqa_jax.processing.answers import STAGE1_SECTIONS, STAGE2_SECTIONS, zoomiqa_format_problems
 from zoomiqa_jax.processing.prompts import DEFAULT_PROMPTS, PromptSet, choose_question
 
 JITTER = 0.15
@@ -90,13 +90,10 @@ def stage1_text(kind: str, severity: str, rating: float, rng: random.Random, box
         issues = f"The {severity} {what} damages {region}; avoid the loss of {damages} seen there."
     if box is None:
         decision = f"The full view clearly shows {_flaw(kind, severity)}, so I rate it {rating:.2f} and need no crop."
-        return _reply(("Image Quality Summary", "Directions for Improvement", "Issues to Avoid",
-                       "Decision & Rationale"), (summary, improve, issues, decision), _answer([0, 0, 0, 0], rating,
-                                                                                          "final"))
+        return _reply(STAGE1_SECTIONS, (summary, improve, issues, decision), _answer([0, 0, 0, 0], rating, "final"))
     decision = (f"My initial rating is {rating:.2f}, but the full view leaves the extent of the damage uncertain; "
                 f"I crop the {_position(box)} region to check {region} up close.")
-    return _reply(("Image Quality Summary", "Directions for Improvement", "Issues to Avoid", "Decision & Rationale"),
-                  (summary, improve, issues, decision), _answer(box, rating, "crop"))
+    return _reply(STAGE1_SECTIONS, (summary, improve, issues, decision), _answer(box, rating, "crop"))
 
 
 def stage2_text(kind: str, severity: str, initial: float, rating: float, rng: random.Random) -> str:
@@ -114,9 +111,7 @@ def stage2_text(kind: str, severity: str, initial: float, rating: float, rng: ra
     move = "raises" if rating > initial else "lowers" if rating < initial else "confirms"
     decision = (f"My initial rating was {initial:.2f}; I cropped to settle the severity. The crop shows "
                 f"{_flaw(kind, severity)}, which {move} the rating to {rating:.2f}.")
-    return _reply(("Crop Inspection Summary", "Directions for Improvement", "Issues to Avoid",
-                   "Final Decision & Rationale"), (summary, improve, issues, decision),
-                  _answer([0, 0, 0, 0], rating, "final"))
+    return _reply(STAGE2_SECTIONS, (summary, improve, issues, decision), _answer([0, 0, 0, 0], rating, "final"))
 
 
 def _reply(labels: Sequence[str], bodies: Sequence[str], answer: str) -> str:
