@@ -53,19 +53,14 @@ _HF_RULES = [(re.compile(h + r"\Z"), o, t) for h, o, t in RULES]
 
 
 def _reverse_rule(ours: str, hf: str) -> tuple[re.Pattern[str], str]:
-    """Turn (hf regex, our template) into (our regex, hf template) by swapping the capture groups."""
-    groups = iter(re.findall(r"\((.*?)\)", hf))
-    ours_re = re.sub(r"\\(\d)", lambda _m: "(" + next(groups) + ")", re.escape(ours).replace(r"\\", "\\"))
-    ours_re = re.sub(r"\\\\(\d)", r"\\\1", ours_re)
-    hf_tpl, count = hf, 0
-
-    def group_ref(_m: re.Match[str]) -> str:
-        nonlocal count
-        count += 1
-        return f"\\{count}"
-
-    hf_tpl = re.sub(r"\((.*?)\)", group_ref, hf_tpl).replace("\\.", ".")
-    return re.compile(ours_re + r"\Z"), hf_tpl
+    """Turn (hf regex, our template) into (our regex, hf template): the k-th capture group of the HF regex
+    replaces `\\k` in our template, and `\\k` replaces it in the HF side."""
+    groups = re.findall(r"\([^)]*\)", hf)
+    ours_re, hf_tpl = re.escape(ours), hf
+    for k, group in enumerate(groups, 1):
+        ours_re = ours_re.replace(re.escape(f"\\{k}"), group)
+        hf_tpl = hf_tpl.replace(group, f"\\{k}", 1)
+    return re.compile(ours_re + r"\Z"), hf_tpl.replace("\\.", ".")
 
 
 _OUR_RULES = [(*_reverse_rule(o, h), t) for h, o, t in RULES]
