@@ -1,0 +1,372 @@
+"""From sampled trajectories to the rollout batch of the GRPO step (`zoomiqa_jax.train.grpo`), plus group sampling.
+
+Layout of the module:
+
+* `rating_token_mask` marks the tokens of one generated reply that spell the numeric rating inside its LAST
+  `<answer>...</answer>` block (the KL-Coverage candidates, N_ans of seeds/000 Sec. 3.2): the value of the
+  `"rating"` key, or, for an answer block without a JSON object (VisualQuality-R1 `<answer>4.25</answer>`), its
+  first number. Characters are mapped to tokens through decoded token prefixes (byte-level BPE safe: a prefix
+  that ends inside a multi-byte character counts only up to the last character it completes).
+* `group_stage1_generate` wraps a sampler (`engine.generate`) for `run_zoomiqa(stage1_generate_fn=...)` when
+  every prompt was replicated G times consecutively: it samples the G rows of each prompt after ONE shared
+  prefill (`generate(..., group=G)`) with the very row keys it was given, so the result equals the ungrouped
+  call (same keys, same tokens; only the prefill work is shared). To make the replicated prompts identical,
+  give the G replicas one explicit `ImageItem.question` (otherwise each index draws its own paraphrase), and
+  distinct `index` values (which seed the rows).
+* `build_rollout_batch` lays N trajectories out as one right-padded batch:
+
+      input_ids, attention_mask   [N, T] int32   Trajectory.token_ids (the final multi-turn sequence), pad 0 mask
+      loss_mask                   [N, T] int32   Trajectory.token_mask (1 on every generated token)
+      sample_logp                 [N, T] float32 Trajectory.token_logprobs (sampling time; a diagnostic only:
+                                                 the spliced stage-1 reply was sampled in another context)
+      candidate_mask              [N, T] int32   rating tokens of EVERY generated reply of the sequence
+      logit_positions             [N, K] int32   positions of the candidate tokens, then -1 (K = candidate_slots)
+      advantages                  [N]    float32
+      pixel_values                [P, D] float32 each row's last-round images (original, then the crop) in row
+                                                 order, zero patches up to the patch bucket P
+      patch_mask [P] bool, image_grid_thw [images, 3] int64, image_counts [N] int32     (host-side metadata)
+      position_ids [3, N, T] int32, vision_meta VisionMeta                             (`sft_data.add_model_inputs`)
+
+  The images are re-rendered from the ORIGINAL image exactly as `inference.zoom` does (`crop_box` of the
+  stage-1 requested box on the original's pixel size, `crop_and_zoom`, `preprocess_images`), and their grids
+  are checked against the ones the sampler saw. Sequences are never truncated.
+* `rollout_metrics`: crop rate, turns, response length, invalid and token-limit rates of a rollout.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from zoomiqa_jax.inference import engine
+from zoomiqa_jax.inference.engine import GenerateOutput
+from zoomiqa_jax.inference.rounds import GenerateFn
+from zoomiqa_jax.inference.trajectory import Trajectory
+from zoomiqa_jax.model import VisionMeta
+from zoomiqa_jax.processing.crop import crop_and_zoom, crop_box
+from zoomiqa_jax.processing.image import num_image_tokens, preprocess_images
+from zoomiqa_jax.train.sft_data import SequenceTooLongError, add_model_inputs, pick_bucket
+
+_RATING = re.compile(r"""["']?rating["']?\s*:\s*["']?\s*(-?\d+(?:\.\d*)?)""")
+_BARE_NUMBER = re.compile(r"\d+(?:\.\d+)?")  # VisualQuality-R1's reading of an answer block
+
+
+class RolloutError(ValueError):
+    """A trajectory that cannot be laid out in a rollout batch; the message names its image."""
+
+
+# ---- rating tokens ----
+
+def _last_answer_span(text: str) -> tuple[int, int] | None:
+    """(start, end) of the content of the last complete `<answer>...</answer>` block (as `answer_block(last=True)`)."""
+    found = None
+    start = text.find("<answer>")
+    while start >= 0:
+        end = text.find("</answer>", start + 8)
+        if end < 0:
+            break
+        found = (start + 8, end)
+        start = text.find("<answer>", end + 9)
+    return found
+
+
+def _rating_span(text: str) -> tuple[int, int] | None:
+    """Character span of the rating number in `text`, or None."""
+    span = _last_answer_span(text)
+    if span is None:
+        return None
+    block = text[span[0]:span[1]]
+    match = _RATING.search(block)
+    if match is not None:
+        return span[0] + match.start(1), span[0] + match.end(1)
+    if "{" in block:  # a JSON object without a readable rating
+        return None
+    match = _BARE_NUMBER.search(block)
+    return None if match is None else (span[0] + match.start(), span[0] + match.end())
+
+
+def _decode(tokenizer: Any, ids: Sequence[int]) -> str:
+    return tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def rating_token_mask(tokenizer: Any, output_ids: Sequence[int]) -> np.ndarray:
+    """Bool [len(output_ids)]: True on the tokens whose characters overlap the rating number of the reply's last
+    `<answer>` block (module docstring). Never raises on a model output: no answer / no rating -> all False."""
+    ids = [int(t) for t in output_ids]
+    out = np.zeros(len(ids), bool)
+    if not ids:
+        return out
+    try:
+        full = _decode(tokenizer, ids)
+    except Exception:  # ids outside the vocabulary: nothing to mark
+        return out
+    span = _rating_span(full)
+    if span is None:
+        return out
+    lo, hi = span
+    ends: dict[int, int] = {0: 0, len(ids): len(full)}
+
+    def end(k: int) -> int:
+        """Characters of `full` completed by the first k tokens (monotone in k)."""
+        if k not in ends:
+            prefix = _decode(tokenizer, ids[:k])
+            if full.startswith(prefix):
+                n = len(prefix)
+            else:  # ends inside a multi-byte character (a replacement char) or decodes differently
+                n = 0
+                for a, b in zip(prefix, full):
+                    if a != b:
+                        break
+                    n += 1
+            ends[k] = n
+        return ends[k]
+
+    def first_k(pred: Any, lo_k: int, hi_k: int) -> int:
+        """Smallest k in [lo_k, hi_k] with pred(k) True (hi_k + 1 when none); pred monotone False -> True."""
+        while lo_k <= hi_k:
+            mid = (lo_k + hi_k) // 2
+            if pred(mid):
+                hi_k = mid - 1
+            else:
+                lo_k = mid + 1
+        return lo_k
+
+    # token i spans [end(i), end(i + 1)); it overlaps [lo, hi) when end(i + 1) > lo and end(i) < hi
+    first = first_k(lambda k: end(k) > lo, 1, len(ids)) - 1
+    last = first_k(lambda k: end(k) >= hi, 0, len(ids) - 1) - 1
+    if 0 <= first <= last < len(ids):
+        out[first:last + 1] = True
+    return out
+
+
+# ---- group sampling of stage 1 ----
+
+def _row_images(ids: np.ndarray, mask: np.ndarray, grids: np.ndarray | None, vision_start: int) -> list[int] | None:
+    """Images per row (from the `<|vision_start|>` tokens); None when they do not account for every grid."""
+    counts = [int((row[m == 1] == vision_start).sum()) for row, m in zip(ids, mask)]
+    n_grids = 0 if grids is None else len(grids)
+    return counts if sum(counts) == n_grids else None
+
+
+def group_stage1_generate(group: int, generate_fn: GenerateFn = engine.generate) -> GenerateFn:
+    """A sampler with `engine.generate`'s signature for `run_zoomiqa(stage1_generate_fn=...)` when rows come in
+    consecutive runs of `group` identical prompts (module docstring). Each run's prompt is prefilled once and
+    sampled `group` times (`generate_fn(..., group=group)`) with the row keys given, one per row, so the output
+    equals the ungrouped call's. Rows that are not such runs (row count not a multiple of `group`, differing
+    ids, mask or images) go to `generate_fn` unchanged."""
+    if group < 1:
+        raise ValueError(f"group_stage1_generate: group must be >= 1, found {group}")
+
+    def generate(
+        model: Any, input_ids: Any, attention_mask: Any | None = None, pixel_values: Any | None = None,
+        image_grid_thw: Any | None = None, **kwargs: Any,
+    ) -> GenerateOutput:
+        plain = lambda: generate_fn(model, input_ids, attention_mask, pixel_values, image_grid_thw, **kwargs)
+        if group == 1 or kwargs.get("group", 1) != 1:
+            return plain()
+        ids = np.asarray(input_ids)
+        mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask)
+        rows = len(ids)
+        if rows % group or ids.ndim != 2:
+            return plain()
+        grids = None if image_grid_thw is None else np.asarray(image_grid_thw).reshape(-1, 3)
+        counts = _row_images(ids, mask, grids, model.config.vision_start_token_id)
+        if counts is None or (grids is not None and pixel_values is None):
+            return plain()
+        pixels = None if pixel_values is None else np.asarray(pixel_values)
+        grid_at = np.concatenate([[0], np.cumsum(counts)]).astype(int)
+        patches = np.concatenate([[0], np.cumsum([int(np.prod(g)) for g in grids])]) if grids is not None else None
+        if patches is not None and pixels is not None and int(patches[-1]) != len(pixels):
+            return plain()
+
+        def images(r: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+            if grids is None:
+                return None, None
+            g0, g1 = grid_at[r], grid_at[r + 1]
+            return grids[g0:g1], pixels[patches[g0]:patches[g1]]
+
+        for start in range(0, rows, group):
+            g_ref, p_ref = images(start)
+            for r in range(start + 1, start + group):
+                if not (np.array_equal(ids[r], ids[start]) and np.array_equal(mask[r], mask[start])):
+                    return plain()
+                g_r, p_r = images(r)
+                if grids is not None and not (np.array_equal(g_r, g_ref) and np.array_equal(p_r, p_ref)):
+                    return plain()
+        heads = range(0, rows, group)
+        parts = [images(r) for r in heads]
+        kept = [p for p in parts if p[0] is not None and len(p[0])]
+        u_grids = np.concatenate([g for g, _ in kept]) if kept else None
+        u_pixels = np.concatenate([p for _, p in kept]) if kept else None
+        sel = np.asarray(list(heads))
+        return generate_fn(model, ids[sel], mask[sel], u_pixels, u_grids, **dict(kwargs, group=group))
+
+    return generate
+
+
+# ---- the rollout batch ----
+
+def trajectory_problem(trajectory: Trajectory, config: Any) -> str | None:
+    """Why `trajectory` cannot go into a rollout batch (None when it can): an image error, no token sequence,
+    or a generated vision placeholder token (the forward would read it as an image)."""
+    t = trajectory
+    if t.invalid == "image_error":
+        return f"trajectory of image {t.image!r} has an image error (filter image_error trajectories first)"
+    if not t.token_ids or not t.rounds:
+        return f"trajectory of image {t.image!r} has no token sequence"
+    if not len(t.token_ids) == len(t.token_mask) == len(t.token_logprobs):
+        return f"trajectory of image {t.image!r}: token_ids, token_mask and token_logprobs differ in length"
+    ids, mask = np.asarray(t.token_ids), np.asarray(t.token_mask, bool)
+    vision = (config.image_token_id, config.video_token_id, config.vision_start_token_id)
+    if np.isin(ids[mask], vision).any():
+        return f"trajectory of image {t.image!r} generated a vision token (image pad / video pad / vision start)"
+    return None
+
+
+def _reply_segments(t: Trajectory, tokenizer: Any) -> list[tuple[int, list[int]]]:
+    """(start, ids) of every generated reply as it sits in `t.token_ids`: the last round's output is the tail;
+    an earlier (spliced) reply is the run of mask-1 tokens of the last round's prompt."""
+    last = t.rounds[-1]
+    n_prompt = len(t.token_ids) - len(last.output_ids)
+    if t.token_ids[n_prompt:] != list(last.output_ids):
+        raise RolloutError(f"trajectory of image {t.image!r}: the last round's output is not the sequence's tail")
+    segments = []
+    if len(t.rounds) > 1:
+        mask = np.asarray(t.token_mask[:n_prompt], bool)
+        where = np.flatnonzero(mask)
+        if len(where):
+            s, e = int(where[0]), int(where[-1]) + 1
+            if not mask[s:e].all():
+                raise RolloutError(f"trajectory of image {t.image!r}: the spliced stage-1 reply is not contiguous")
+            segments.append((s, list(t.token_ids[s:e])))
+    segments.append((n_prompt, list(last.output_ids)))
+    return segments
+
+
+def _last_round_images(
+    t: Trajectory, original: Image.Image, config: Any, min_pixels: int, max_pixels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The last round's images re-rendered from the original as `inference.zoom` does; grids checked."""
+    if t.image_size is not None and list(original.size) != list(t.image_size):
+        raise RolloutError(f"trajectory of image {t.image!r}: original is {list(original.size)}, the trajectory "
+                           f"was sampled on {t.image_size}")
+    original = original.convert("RGB") if original.mode != "RGB" else original
+    images = [original]
+    if t.zoomed:
+        first = t.rounds[0]
+        box = crop_box(first.bbox_requested, *original.size)
+        if first.bbox_pixels is not None and list(box.pixel) != list(first.bbox_pixels):
+            raise RolloutError(f"trajectory of image {t.image!r}: crop box {list(box.pixel)} != the sampled "
+                               f"{first.bbox_pixels}")
+        images.append(crop_and_zoom(original, box))
+    merge = config.vision.spatial_merge_size
+    pixels, grids = preprocess_images(images, min_pixels=min_pixels, max_pixels=max_pixels, merge_size=merge)
+    expected = t.rounds[-1].image_grids
+    if [[int(v) for v in g] for g in grids] != [[int(v) for v in g] for g in expected]:
+        raise RolloutError(f"trajectory of image {t.image!r}: re-rendered image grids {grids.tolist()} differ from "
+                           f"the sampled {expected} (same original and min/max_pixels as sampling?)")
+    n_tokens = sum(num_image_tokens(g, merge) for g in grids)
+    if int(np.sum(np.asarray(t.token_ids) == config.image_token_id)) != n_tokens:
+        raise RolloutError(f"trajectory of image {t.image!r}: image tokens in the sequence != {n_tokens} of its grids")
+    return pixels, np.asarray(grids, np.int64)
+
+
+def build_rollout_batch(
+    trajectories: Sequence[Trajectory],
+    originals: Sequence[Image.Image],
+    advantages: np.ndarray,
+    tokenizer: Any,
+    config: Any,
+    *,
+    min_pixels: int,
+    max_pixels: int,
+    seq_buckets: Sequence[int],
+    patch_buckets: Sequence[int],
+    candidate_slots: int = 16,
+    pad_token_id: int,
+) -> dict[str, np.ndarray | VisionMeta]:
+    """The GRPO rollout batch of `trajectories` (one row each; layout in the module docstring).
+
+    `originals[i]` is trajectory i's image as loaded for sampling (original pixel size); `advantages` [N];
+    `min_pixels` / `max_pixels` must be the sampling settings'. Raises RolloutError (naming the image) for a
+    trajectory `trajectory_problem` rejects, more candidate tokens than `candidate_slots`, or images that do
+    not re-render to the sampled grids; SequenceTooLongError for a sequence (or the batch's patches) over the
+    largest bucket. Nothing is truncated.
+    """
+    n = len(trajectories)
+    if n == 0:
+        raise ValueError("build_rollout_batch: expected at least one trajectory, found none")
+    advantages = np.asarray(advantages, np.float32).reshape(-1)
+    if len(originals) != n or len(advantages) != n:
+        raise ValueError(f"build_rollout_batch: {n} trajectories, {len(originals)} originals, "
+                         f"{len(advantages)} advantages")
+    if any(p % config.vision.merge_unit for p in patch_buckets):
+        raise ValueError(f"build_rollout_batch: patch buckets {list(patch_buckets)} must be multiples of "
+                         f"{config.vision.merge_unit}")
+    for t in trajectories:
+        problem = trajectory_problem(t, config)
+        if problem is not None:
+            raise RolloutError(f"build_rollout_batch: {problem}")
+        if len(t.token_ids) > max(seq_buckets):
+            raise SequenceTooLongError(f"build_rollout_batch: trajectory of image {t.image!r} has "
+                                       f"{len(t.token_ids)} tokens, over the largest sequence bucket "
+                                       f"{max(seq_buckets)} (sequences are never truncated)")
+    width = pick_bucket(max(len(t.token_ids) for t in trajectories), seq_buckets, "rollout sequence length")
+    batch: dict[str, Any] = {
+        "input_ids": np.full((n, width), pad_token_id, np.int32),
+        "attention_mask": np.zeros((n, width), np.int32),
+        "loss_mask": np.zeros((n, width), np.int32),
+        "sample_logp": np.zeros((n, width), np.float32),
+        "candidate_mask": np.zeros((n, width), np.int32),
+        "logit_positions": np.full((n, candidate_slots), -1, np.int32),
+        "advantages": advantages,
+    }
+    pixels, grids = [], []
+    for row, (t, original) in enumerate(zip(trajectories, originals)):
+        length = len(t.token_ids)
+        batch["input_ids"][row, :length] = t.token_ids
+        batch["attention_mask"][row, :length] = 1
+        batch["loss_mask"][row, :length] = t.token_mask
+        batch["sample_logp"][row, :length] = t.token_logprobs
+        for start, ids in _reply_segments(t, tokenizer):
+            batch["candidate_mask"][row, start:start + len(ids)] = rating_token_mask(tokenizer, ids)
+        positions = np.flatnonzero(batch["candidate_mask"][row])
+        if len(positions) > candidate_slots:
+            raise RolloutError(f"build_rollout_batch: trajectory of image {t.image!r} has {len(positions)} rating "
+                               f"tokens, over candidate_slots={candidate_slots}")
+        batch["logit_positions"][row, :len(positions)] = positions
+        p, g = _last_round_images(t, original, config, min_pixels, max_pixels)
+        pixels.append(p)
+        grids.append(g)
+    flat = np.concatenate(pixels).astype(np.float32)
+    names = [t.image for t in trajectories]
+    total = pick_bucket(len(flat), patch_buckets, f"image patches of the rollout batch {names}")
+    batch["pixel_values"] = np.concatenate([flat, np.zeros((total - len(flat), flat.shape[1]), np.float32)])
+    batch["patch_mask"] = np.arange(total) < len(flat)
+    batch["image_grid_thw"] = np.concatenate(grids).astype(np.int64)
+    batch["image_counts"] = np.asarray([len(g) for g in grids], np.int32)
+    return add_model_inputs(batch, config, patch_buckets)
+
+
+def rollout_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
+    """Rollout statistics over `trajectories`: `rollout/crop_rate` (share with a second round),
+    `rollout/mean_turns`, `rollout/mean_response_tokens` (generated tokens over all rounds, stop tokens
+    included), `rollout/invalid_rate` (a format-invalid answer: any `invalid` class but `image_error`),
+    `rollout/image_error_rate`, `rollout/hit_token_limit_rate` and `rollout/count`."""
+    n = len(trajectories)
+    if n == 0:
+        return {"rollout/count": 0.0}
+    mean = lambda values: float(np.mean([float(v) for v in values]))
+    return {
+        "rollout/count": float(n),
+        "rollout/crop_rate": mean(t.zoomed for t in trajectories),
+        "rollout/mean_turns": mean(len(t.rounds) for t in trajectories),
+        "rollout/mean_response_tokens": mean(sum(len(r.output_ids) for r in t.rounds) for t in trajectories),
+        "rollout/invalid_rate": mean(t.invalid is not None and t.invalid != "image_error" for t in trajectories),
+        "rollout/image_error_rate": mean(t.invalid == "image_error" for t in trajectories),
+        "rollout/hit_token_limit_rate": mean(t.hit_token_limit for t in trajectories),
+    }
