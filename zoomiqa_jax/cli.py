@@ -3,6 +3,8 @@
     zoomiqa demo     built-in demo: synthetic IQA images, a tiny random model, scores and a report
     zoomiqa score    rate images with a checkpoint (Zoom-IQA crop-and-zoom reasoning or Q-Insight)
     zoomiqa compare  which of two images is better (Q-Insight comparison prompt)
+    zoomiqa eval     evaluate a checkpoint on IQA test sets
+    zoomiqa train    train: `zoomiqa train sft|grpo --config FILE [key=value ...]`
 
 `zoomiqa SUBCOMMAND --help` explains every flag of a subcommand.
 """
@@ -18,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "score": ("zoomiqa_jax.score", "rate images with a checkpoint (reasoning, zooms, rating)"),
     "compare": ("zoomiqa_jax.score", "compare two images with the Q-Insight comparison prompt"),
     "eval": ("zoomiqa_jax.eval.runner", "evaluate a checkpoint on IQA test sets: metrics, report, plots"),
+    "train": ("zoomiqa_jax.train.cli", "train: SFT (stage 1) or GRPO (stage 2) from a YAML config"),
 }
 
 

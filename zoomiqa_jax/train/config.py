@@ -46,6 +46,7 @@ class ModelSection:
     weights: str = ""  # HF or orbax checkpoint to start from; "" initialises randomly from `run.seed`
     dtype: str = "bfloat16"  # compute dtype of the forward / backward
     param_dtype: str = "float32"  # master weights (and AdamW moments); "bfloat16" halves memory for large models
+    tokenizer: str = ""  # tokenizer directory; "" = the weights' directory, or the built-in one for the tiny preset
 
     def resolve(self) -> ModelConfig:
         """The ModelConfig this section names."""
@@ -69,6 +70,11 @@ class DataSection:
     batch_size: int = 2  # samples per micro-batch, over all devices
     seed: int = 0  # shuffling seed
     num_workers: int = 0  # grain worker processes (0 = in the main process)
+    group_by_length: bool = True  # batches of examples from the same sequence bucket (train.sft_loop.SFTStream)
+    per_round: bool = True  # one example per round (stage 1 sees its image); false: one stage-2 sequence per crop
+    prompt_file: str = ""  # YAML/JSON prompt overrides (processing.prompts); "" = the built-in Zoom-IQA prompts
+    synthetic_images: int = 256  # with train "": how many synthetic degraded images to generate
+    synthetic_size: int = 112  # with train "": short side of the synthetic images, pixels
 
 
 @dataclasses.dataclass
@@ -109,6 +115,7 @@ class RunSection:
     max_nonfinite: int = 10  # stop after this many skipped (non-finite) updates
     seed: int = 0  # parameter init and dropout / sampling key
     out_dir: str = "runs/sft"  # logs, TensorBoard events, checkpoints
+    export_hf: bool = True  # write the final weights as an HF checkpoint to <out_dir>/final
 
 
 @dataclasses.dataclass
@@ -147,6 +154,8 @@ def validate(cfg: TrainConfig, where: str = "config") -> None:
         ("optim.clip_norm", cfg.optim.clip_norm >= 0, ">= 0"),
         ("optim.grad_accum", cfg.optim.grad_accum >= 1, ">= 1"),
         ("data.batch_size", cfg.data.batch_size >= 1, ">= 1"),
+        ("data.synthetic_images", cfg.data.synthetic_images >= 2, ">= 2"),
+        ("data.synthetic_size", cfg.data.synthetic_size >= 28, ">= 28"),
         ("data.seq_buckets", len(cfg.data.seq_buckets) > 0 and min(cfg.data.seq_buckets) > 0, "positive lengths"),
         ("parallel.mesh", len(cfg.parallel.mesh) == 3 and all(s == -1 or s >= 1 for s in cfg.parallel.mesh)
          and cfg.parallel.mesh.count(-1) <= 1, "(data, fsdp, tensor) sizes >= 1, at most one -1"),
@@ -235,10 +244,14 @@ def _fill(cls: type, data: Any, prefix: str, where: str) -> Any:
     return cls(**kwargs)
 
 
-def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
-    """A TrainConfig from a nested dict (as read from YAML); missing keys keep their defaults. Validated."""
-    cfg = _fill(TrainConfig, data, "", where)
+def config_from_dict(data: dict[str, Any], where: str = "config", cls: type = TrainConfig) -> Any:
+    """A TrainConfig (or the subclass `cls`) from a nested dict (as read from YAML); missing keys keep their
+    defaults. Validated (`cls.validate_extra(cfg, where)` too, when the subclass defines it)."""
+    cfg = _fill(cls, data, "", where)
     validate(cfg, where)
+    extra = getattr(cls, "validate_extra", None)
+    if extra is not None:
+        extra(cfg, where)
     return cfg
 
 
@@ -255,12 +268,12 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
     return plain(dataclasses.asdict(cfg))
 
 
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str], cls: type = TrainConfig) -> dict[str, Any]:
     """Set `section.key=value` pairs in the nested dict `data` (values parsed as YAML scalars / lists).
 
     Unknown sections or keys are rejected here already, naming the override."""
     data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
-    sections = {f.name: typing.get_type_hints(TrainConfig)[f.name] for f in dataclasses.fields(TrainConfig)}
+    sections = {f.name: typing.get_type_hints(cls)[f.name] for f in dataclasses.fields(cls)}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. optim.lr=1e-5")
@@ -288,8 +301,9 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return data
 
 
-def load_train_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Read the YAML file at `path` (None: all defaults), apply `key=value` overrides, validate."""
+def load_train_config(path: str | Path | None = None, overrides: Sequence[str] = (), cls: type = TrainConfig) -> Any:
+    """Read the YAML file at `path` (None: all defaults), apply `key=value` overrides, validate. `cls` is
+    TrainConfig or a subclass with more sections (`zoomiqa_jax.train.grpo_config.GrpoTrainConfig`)."""
     data: dict[str, Any] = {}
     where = "config"
     if path is not None:
@@ -302,11 +316,11 @@ def load_train_config(path: str | Path | None = None, overrides: Sequence[str] =
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
-        config_from_dict(data, where)  # errors in the file name the file, not an override
+        config_from_dict(data, where, cls)  # errors in the file name the file, not an override
     if overrides:
-        data = apply_overrides(data, overrides)
+        data = apply_overrides(data, overrides, cls)
         where = f"{where} with overrides {list(overrides)}"
-    return config_from_dict(data, where)
+    return config_from_dict(data, where, cls)
 
 
 def config_yaml(cfg: TrainConfig, header: str = "") -> str:

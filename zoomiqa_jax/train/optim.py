@@ -172,17 +172,21 @@ def check_nonfinite_budget(count: int, max_nonfinite: int, step: int | None = No
 
 # ------------------------------------------------------------------------------------------ the optimizer
 def make_optimizer(
-    cfg: OptimSection, total_steps: int, mu_dtype: Any = jnp.float32
+    cfg: OptimSection, total_steps: int, mu_dtype: Any = jnp.float32, frozen: Any = None
 ) -> tuple[optax.GradientTransformationExtraArgs, optax.Schedule]:
     """(transformation, lr schedule) for `total_steps` optimizer steps (each of `cfg.grad_accum` micro-steps).
 
-    The schedule is indexed by optimizer steps; call `tx.update` once per micro-batch."""
+    The schedule is indexed by optimizer steps; call `tx.update` once per micro-batch. `frozen` (a function
+    params -> bool tree, or a bool tree) marks parameters whose updates are zeroed AFTER AdamW, so neither the
+    gradient nor weight decay moves them (their moments are still allocated)."""
     schedule = lr_schedule(cfg.lr, total_steps, cfg.warmup_ratio, cfg.decay, cfg.end_lr_ratio)
     parts = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
     parts.append(optax.adamw(
         schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mu_dtype=mu_dtype,
         mask=lambda p: decay_mask(p, cfg.decay_embeddings),
     ))
+    if frozen is not None:
+        parts.append(optax.masked(optax.set_to_zero(), frozen))
     tx: optax.GradientTransformation = optax.chain(*parts)
     if cfg.grad_accum > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=cfg.grad_accum).gradient_transformation()

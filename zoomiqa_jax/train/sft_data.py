@@ -177,12 +177,14 @@ def _parse_turn(turn: Any, index: int, count: int, fail: Any) -> SFTTurn:
 
 
 def load_sft_jsonl(
-    path: str | Path, *, strict: bool = False, check_format: bool = True, check_image: bool = True
+    path: str | Path, *, strict: bool = False, check_format: bool = True, check_image: bool = True,
+    image_root: str | Path | None = None,
 ) -> LoadResult:
     """Read and validate a trajectory JSONL file. Bad lines (invalid JSON or records) are counted in
     `LoadResult.bad` as ("file:line", message); with `strict` the first one raises SFTDataError. Blank lines
-    are skipped. Image paths resolve against the file's folder."""
+    are skipped. Relative image paths resolve against `image_root` (default: the file's folder)."""
     path = Path(path)
+    root = Path(image_root) if image_root else path.parent
     records: list[SFTRecord] = []
     bad: list[tuple[str, str]] = []
     with path.open(encoding="utf-8") as f:
@@ -195,7 +197,7 @@ def load_sft_jsonl(
                     obj = json.loads(line)
                 except json.JSONDecodeError as err:
                     raise SFTDataError(f"{where}: not valid JSON: {err}") from err
-                records.append(parse_record(obj, where, path.parent, check_format=check_format,
+                records.append(parse_record(obj, where, root, check_format=check_format,
                                             check_image=check_image))
             except SFTDataError as err:
                 if strict:

@@ -71,8 +71,11 @@ def make_train_step(
         def objective(p: nnx.State) -> tuple[jax.Array, dict]:
             return loss_fn(nnx.merge(graphdef, p), batch)
 
-        (_, metrics), grads = jax.value_and_grad(objective, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
+        (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        if isinstance(tx, optax.GradientTransformationExtraArgs):  # make_optimizer's: skips a non-finite loss too
+            updates, opt_state = tx.update(grads, opt_state, params, loss=loss)
+        else:
+            updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         return params, opt_state, dict(metrics, grad_norm=optax.global_norm(grads))
 

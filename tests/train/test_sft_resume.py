@@ -1,0 +1,112 @@
+"""`zoomiqa train sft` end to end: SIGKILL mid-run, resume, and the final parameters are bit-identical to an
+uninterrupted run of the same length (issue 5, must-show 2). Also the data stream's determinism."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zoomiqa_jax.data.trajectories import build_demo_set
+
+SHORT_PROMPTS = """zoomiqa_stage1: |-
+  {question}
+  Rate the image from 1.00 to 5.00: four labelled paragraphs in <think>, then the JSON answer.
+zoomiqa_stage2: |-
+  The original and the crop follow. Four labelled paragraphs, then the final JSON answer.
+"""
+
+
+@pytest.fixture(scope="module")
+def sft_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("sft_resume")
+    build_demo_set(root / "set", 6, seed=3, crop_fraction=0.0, image_size=56)
+    (root / "prompts.yaml").write_text(SHORT_PROMPTS)
+    return root
+
+
+def _argv(data: Path, out: Path, steps: int) -> list[str]:
+    return [sys.executable, "-m", "zoomiqa_jax.cli", "train", "sft", "--config", "configs/sft_tiny.yaml",
+            f"data.train={data / 'set' / 'trajectories.jsonl'}", f"data.prompt_file={data / 'prompts.yaml'}",
+            "data.batch_size=2", "data.seq_buckets=[512,1024]", f"run.steps={steps}", "run.log_every=1",
+            "checkpoint.save_every=2", "checkpoint.keep=10", "run.export_hf=false", f"run.out_dir={out}",
+            "--no-progress"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    return env
+
+
+def _final_params(out: Path, step: int) -> dict[str, np.ndarray]:
+    import jax
+    from flax import nnx
+
+    from zoomiqa_jax.checkpoint.orbax_io import load_orbax
+
+    model, _ = load_orbax(out / "checkpoints", step=step)
+    leaves = jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))[0]
+    return {jax.tree_util.keystr(path): np.asarray(v) for path, v in leaves}
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_is_bit_identical(sft_data: Path, tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    steps = 10
+    straight = tmp_path / "straight"
+    subprocess.run(_argv(sft_data, straight, steps), cwd=repo, env=_env(), check=True, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_argv(sft_data, killed, steps), cwd=repo, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    try:
+        while not (killed / "checkpoints" / "4").is_dir():  # a committed step directory appears atomically
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.time() < deadline, "no checkpoint within 10 minutes"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    saved = sorted(int(p.name) for p in (killed / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps not in saved, f"the run was not killed mid-run: saved steps {saved}"
+
+    resumed = subprocess.run(_argv(sft_data, killed, steps), cwd=repo, env=_env(), check=True,
+                             capture_output=True, text=True)
+    assert "resumed from" in resumed.stdout
+
+    a, b = _final_params(straight, steps), _final_params(killed, steps)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert np.array_equal(a[key], b[key]), f"{key} differs after resume"
+
+
+def test_stream_is_a_pure_function_of_the_position(sft_data: Path) -> None:
+    from zoomiqa_jax.processing.prompts import load_prompt_file
+    from zoomiqa_jax.processing.tokenizer import TINY_TOKENIZER_DIR, load_tokenizer
+    from zoomiqa_jax.train.sft_data import load_sft_jsonl
+    from zoomiqa_jax.train.sft_loop import SFTStream
+
+    records = load_sft_jsonl(sft_data / "set" / "trajectories.jsonl").records
+    tok = load_tokenizer(TINY_TOKENIZER_DIR)
+    prompts = load_prompt_file(sft_data / "prompts.yaml")
+    kw = dict(batch_size=4, seed=1, per_round=True, prompts=prompts, max_pixels=56 * 56, seq_buckets=(512, 1024))
+    s1, s2 = SFTStream(records, tok, **kw), SFTStream(records, tok, **kw)
+    ks = [0, 1, 5, 2, 9, 3]
+    first = [s1.positions(k) for k in ks]
+    assert [s2.positions(k) for k in reversed(ks)] == list(reversed(first))
+    per_epoch = s1.batches_per_epoch
+    seen = sorted(i for k in range(per_epoch) for i in s1.positions(k))
+    assert set(seen) == set(range(len(s1)))  # every example once per epoch (plus top-ups)
+    assert s1.positions(0) != s1.positions(per_epoch) or len(s1) <= 4  # a new permutation each epoch
+    for k in range(per_epoch):
+        buckets = {int(s1.bucket_of[i]) for i in s1.positions(k)}
+        assert len(buckets) == 1  # grouped by length
