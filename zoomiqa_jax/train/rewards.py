@@ -14,6 +14,7 @@ Q-Insight's rewards (seeds/002 Eqs. 3-6) are in `rewards_qinsight.py`.
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 import numpy as np
@@ -155,3 +156,12 @@ def zoomiqa_rewards(
     r_rank = thurstone_rank_reward(rating, mos)
     total = r_format + alpha * r_score + beta * r_rank
     return ZoomIqaRewards(format=r_format, score=r_score, rank=r_rank, total=total)
+
+
+_VQR1_FORMAT = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
+
+
+def visualquality_r1_format_reward(text: object) -> float:
+    """VisualQuality-R1's format reward: 1.0 when the WHOLE response matches
+    `<think>.*?</think>\\s*<answer>.*?</answer>` (fullmatch, "." spanning newlines), else 0.0. Never raises."""
+    return 1.0 if isinstance(text, str) and _VQR1_FORMAT.fullmatch(text) else 0.0

@@ -1,0 +1,419 @@
+"""`zoomiqa train grpo`: the GRPO run (Zoom-IQA stage 2, seeds/000 Sec. 3.2; Q-Insight; VisualQuality-R1).
+
+    result = run_grpo(load_grpo_config("configs/zoomiqa_grpo.yaml", ["model.weights=runs/sft/final"]))
+
+One GRPO step (`grpo_config` says how the sizes relate):
+
+1. the sampler (`train.sampler.ProgressiveSampler`) draws `data.batch_size` images of ONE dataset, with the
+   Progressive Re-sampling stage weights of this step;
+2. rollouts with the CURRENT parameters through the inference code the evaluation uses: G = `grpo.group_size`
+   samples per image at temperature `rollout.temperature` (1.0), the stage-1 prompt prefilled once per image
+   and sampled G times (`train.rollout.group_stage1_generate`); Zoom-IQA rollouts go on to the crop round
+   wherever stage 1 asked for a crop (`inference.zoom.run_zoomiqa`); log-probs are recorded at sampling time;
+3. rewards from the recipe's parsers (`train.rewards`, `train.rewards_qinsight`), group-normalized advantages
+   (R - mean) / (unbiased std + 1e-4) (`train.advantages`);
+4. the rollout batch (`train.rollout.build_rollout_batch`: the final multi-turn sequence of every trajectory,
+   loss mask on generated tokens only, the rating tokens as KL-Coverage candidates);
+5. `grpo.epochs` passes over `grpo.mini_batches` mini-batches, one optimizer micro-step each. The first
+   micro-step uses the current forward as pi_old (ratio 1, KL-Coverage exactly 0); the later ones use pi_old's
+   log-probs and candidate logits computed before the first update (`train.grpo.make_old_policy`). With a
+   `grpo.ref_kl_beta`, the frozen start policy's log-probs enter as `ref_logp` (k3 KL).
+
+Determinism and resume: the images of step k are a pure function of (data.seed, k) (the sampler), the sampling
+keys of (run.seed, k), so a run resumed from a checkpoint (params, optimizer state, step, sampler state) takes
+exactly the steps an uninterrupted run takes; tests/train/test_grpo_resume.py kills one with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from zoomiqa_jax.parallel.mesh import initialize_distributed, make_mesh
+from zoomiqa_jax.parallel.rules import state_shardings
+from zoomiqa_jax.train.grpo_config import GrpoTrainConfig
+from zoomiqa_jax.train.sft_loop import load_model, to_global, tokenizer_dir
+
+PATCH_BUCKETS = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+HOST_ONLY = ("sample_logp", "image_grid_thw", "image_counts", "patch_mask")  # rollout-batch keys the step ignores
+RECIPE_TASK = {"qinsight": "qinsight_score", "visualquality_r1": "vqr1_score"}
+
+
+# ------------------------------------------------------------------------------------------ data
+@dataclasses.dataclass
+class Dataset:
+    """One dataset's labelled images (ranks are compared within it only)."""
+
+    name: str
+    records: list[Any]  # zoomiqa_jax.data.labels.LabelRecord
+
+    @property
+    def mos(self) -> list[float]:
+        return [r.mos for r in self.records]
+
+
+def load_datasets(cfg: GrpoTrainConfig, out: Path, log: Callable[[str], None]) -> list[Dataset]:
+    """The label files of `grpo.datasets` grouped by dataset name, or the synthetic demo set. Bad label lines and
+    unreadable images are counted and named, never silently dropped."""
+    from zoomiqa_jax.data.labels import load_labels
+
+    paths = list(cfg.grpo.datasets)
+    fmt = cfg.grpo.label_format
+    if not paths:
+        paths = [synthetic_labels(cfg, out / "data")]
+        fmt = "plain"
+    by_name: dict[str, list[Any]] = {}
+    for path in paths:
+        result = load_labels(path, fmt, root=cfg.data.image_root or None, check_files=True)
+        if result.bad:
+            log(f"{path}: {len(result.bad)} bad label(s) skipped, e.g. "
+                + "; ".join(f"{b.source}: {b.reason}" for b in result.bad[:3]))
+        for record in result.records:
+            by_name.setdefault(record.dataset, []).append(record)
+    if not by_name:
+        raise ValueError(f"grpo.datasets: no usable labelled images in {paths}")
+    return [Dataset(name, records) for name, records in sorted(by_name.items())]
+
+
+def synthetic_labels(cfg: GrpoTrainConfig, out: Path) -> Path:
+    """The demo's synthetic degraded set (`data.synthetic_images` images, seed `data.seed`); made once."""
+    from zoomiqa_jax.data.degrade import generate_degradation_set
+    from zoomiqa_jax.data.synthetic import write_scenes
+
+    labels = out / "degraded" / "labels.jsonl"
+    stamp = out / "settings.txt"
+    settings = f"images={cfg.data.synthetic_images} size={cfg.data.synthetic_size} seed={cfg.data.seed}\n"
+    if labels.exists() and stamp.exists() and stamp.read_text() == settings:
+        return labels
+    if jax.process_index() == 0:
+        write_scenes(out / "scenes", cfg.data.synthetic_images, seed=cfg.data.seed)
+        generate_degradation_set(out / "scenes", out / "degraded", cfg.data.seed,
+                                 resize_short=cfg.data.synthetic_size, progress=False)
+        stamp.write_text(settings)
+    return labels
+
+
+class ImageCache:
+    """Original images by path, loaded on first use (RGB, EXIF-rotated, as inference loads them)."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._images: dict[str, Any] = {}
+        self._limit = limit
+
+    def __call__(self, path: Path) -> Any:
+        from zoomiqa_jax.processing.image import load_image
+
+        key = str(path)
+        if key not in self._images:
+            if len(self._images) >= self._limit:
+                self._images.pop(next(iter(self._images)))
+            self._images[key] = load_image(path)
+        return self._images[key]
+
+
+# ------------------------------------------------------------------------------------------ rewards
+def _nan(x: float | None) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def compute_rewards(cfg: GrpoTrainConfig, trajs: Sequence[Any], records: Sequence[Any], tasks: Sequence[str],
+                    group: int) -> dict[str, np.ndarray]:
+    """Reward components [batch, group] for the recipe; `total` is what the advantages use."""
+    from zoomiqa_jax.processing.answers import check_zoomiqa_format
+    from zoomiqa_jax.train.rewards import thurstone_rank_reward, visualquality_r1_format_reward, zoomiqa_rewards
+    from zoomiqa_jax.train.rewards_qinsight import qinsight_rewards
+
+    g = cfg.grpo
+    b = len(records)
+    grid = [list(trajs[i * group:(i + 1) * group]) for i in range(b)]
+    mos = np.asarray([r.mos for r in records], np.float64)
+    rating = np.asarray([[_nan(t.rating) for t in row] for row in grid], np.float64)
+    if g.recipe == "zoomiqa":
+        fmt = np.asarray([[bool(t.rounds) and check_zoomiqa_format([r.output_text for r in t.rounds])
+                           for t in row] for row in grid])
+        parts = zoomiqa_rewards(fmt, rating, mos, alpha=g.reward_alpha, beta=g.reward_beta, sigma=g.score_sigma)
+        return {"total": parts.total, "format": parts.format, "score": parts.score, "rank": parts.rank,
+                "rating": rating}
+    texts = [[t.rounds[-1].output_text if t.rounds else "" for t in row] for row in grid]
+    if g.recipe == "qinsight":
+        solutions = [r.mos if task == "score" else {"distortion_class": r.distortion_class or "null",
+                                                    "severity": r.severity or "null"}
+                     for r, task in zip(records, tasks)]
+        parts = qinsight_rewards(texts, tasks, solutions, threshold=g.score_threshold)
+        return {"total": parts.total, "format": parts.format, "task": parts.task, "rating": rating}
+    fmt = np.asarray([[visualquality_r1_format_reward(t) for t in row] for row in texts])
+    rank = thurstone_rank_reward(rating, mos)
+    return {"total": fmt + rank, "format": fmt, "rank": rank, "rating": rating}
+
+
+# ------------------------------------------------------------------------------------------ the run
+@dataclasses.dataclass
+class GrpoResult:
+    step: int
+    out_dir: Path
+    final_hf: Path | None
+    history: list[dict[str, float]]
+    resumed_from: int | None
+    params: Any = None
+
+
+def vision_mask(params: Any) -> Any:
+    """True on the vision tower's parameters (everything under `visual`)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: any(getattr(k, "key", getattr(k, "name", None)) == "visual" for k in path), params)
+
+
+def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str], None] | None = None) -> GrpoResult:
+    """Train as configured (module docstring); resumes from the latest checkpoint in the checkpoint directory."""
+    from zoomiqa_jax.checkpoint.hf import save_hf
+    from zoomiqa_jax.inference.engine import Buckets
+    from zoomiqa_jax.inference.rounds import ImageItem, SamplingSettings
+    from zoomiqa_jax.inference.single_turn import run_single_turn
+    from zoomiqa_jax.inference.zoom import run_zoomiqa
+    from zoomiqa_jax.processing.prompts import DEFAULT_PROMPTS, choose_question, load_prompt_file
+    from zoomiqa_jax.processing.tokenizer import load_tokenizer
+    from zoomiqa_jax.train.advantages import group_advantages
+    from zoomiqa_jax.train.checkpointing import TrainCheckpointer, abstract_like, write_model_metadata
+    from zoomiqa_jax.train.config import save_train_config
+    from zoomiqa_jax.train.grpo import OLD_KEYS, make_grpo_step, make_old_policy, token_logprobs
+    from zoomiqa_jax.train.metrics_log import MetricsLogger, progress_bar, show_metrics
+    from zoomiqa_jax.train.optim import check_nonfinite_budget, make_optimizer, nonfinite_count, optimizer_step
+    from zoomiqa_jax.train.rollout import (
+        build_rollout_batch,
+        group_stage1_generate,
+        rollout_metrics,
+        trajectory_problem,
+    )
+    from zoomiqa_jax.train.sampler import ProgressiveSampler, ResampleStage
+    from zoomiqa_jax.train.step import batch_shardings
+
+    log = log or functools.partial(print, flush=True)
+    initialize_distributed()
+    g, ro = cfg.grpo, cfg.rollout
+    out = Path(cfg.run.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mesh = make_mesh(cfg.parallel.mesh)
+    model, config, weights_dir = load_model(cfg)
+    tok_dir = tokenizer_dir(cfg, weights_dir)
+    tokenizer = load_tokenizer(tok_dir)
+    prompts = load_prompt_file(cfg.data.prompt_file) if cfg.data.prompt_file else DEFAULT_PROMPTS
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else config.bos_token_id
+
+    datasets = load_datasets(cfg, out, log)
+    n_images = sum(len(d.records) for d in datasets)
+    total = cfg.run.steps or max(1, int(np.ceil(cfg.run.epochs * n_images / cfg.data.batch_size)))
+    stages = tuple(ResampleStage(s, p) for s, p in zip(g.resample_starts, g.resample_powers))
+    sampler = ProgressiveSampler({d.name: d.mos for d in datasets}, cfg.data.batch_size, total, stages=stages,
+                                 bins=g.resample_bins, seed=cfg.data.seed)
+    images = ImageCache()
+    micro_per_step = g.epochs * g.mini_batches
+    total_updates = max(1, total * micro_per_step // cfg.optim.grad_accum)
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx, schedule = make_optimizer(cfg.optim, total_updates, frozen=None if g.train_vision else vision_mask)
+    p_shard = state_shardings(params, mesh)
+    params = jax.device_put(params, p_shard)
+    ref_params = jax.tree.map(jnp.copy, params) if g.ref_kl_beta > 0 else None
+    del model
+    loss_cfg = g.loss_config()
+
+    compiled: dict[tuple, Any] = {}
+
+    def step_fn(batch: dict, first: bool) -> tuple[Callable, dict]:
+        key = ("step", first, _shape_key(batch))
+        if key not in compiled:
+            init, fn = make_grpo_step(graphdef, params, tx, loss_cfg, mesh=mesh, batch_example=batch)
+            compiled[key] = (init, fn, batch_shardings(batch, mesh))
+        return compiled[key]
+
+    def old_fn(batch: dict) -> Callable:
+        key = ("old", _shape_key(batch))
+        if key not in compiled:
+            compiled[key] = make_old_policy(graphdef, params, mesh=mesh, batch_example=batch)
+        return compiled[key]
+
+    ref_logp_fn = jax.jit(lambda p, b: token_logprobs(_logits(graphdef, p, b), b["input_ids"]))
+
+    opt_state = jax.jit(tx.init)(params)
+    ckpt = TrainCheckpointer.from_config(cfg)
+    step = 0
+    resumed_from = ckpt.latest_step()
+    if resumed_from is not None:
+        restored = ckpt.restore(params=abstract_like(params, p_shard), opt_state=abstract_like(opt_state))
+        params, opt_state = restored.params, restored.opt_state
+        step = int(restored.data_state["step"])
+        sampler.load_state_dict(restored.data_state["sampler"])
+        log(f"resumed from {ckpt.directory / str(restored.step)} (GRPO step {step})")
+    else:
+        write_model_metadata(ckpt.directory, config, tokenizer_dir=tok_dir)
+    if jax.process_index() == 0:
+        save_train_config(cfg, out / "config.yaml")
+    log(f"GRPO ({g.recipe}): {len(datasets)} dataset(s), {n_images} images; {total} steps of "
+        f"{cfg.data.batch_size} images x {g.group_size} samples; {micro_per_step} micro-step(s) per step; "
+        f"mesh {dict(mesh.shape)}; out {out}")
+
+    buckets = Buckets(prompt_lengths=tuple(ro.prompt_buckets), new_tokens=tuple(ro.new_token_buckets))
+    seq_buckets = tuple(sorted({*ro.prompt_buckets, *(a + b for a in ro.prompt_buckets for b in ro.new_token_buckets)}))
+    logger = MetricsLogger(out)
+    bar = progress_bar(total, initial=step, desc="grpo", enabled=progress and jax.process_index() == 0)
+    history: list[dict[str, float]] = []
+    try:
+        while step < total:
+            t0 = time.perf_counter()
+            draw = sampler.draw(step)
+            dataset = next(d for d in datasets if d.name == draw.dataset)
+            records = [dataset.records[i] for i in draw.indices]
+            tasks = _tasks(cfg, draw.indices)
+            items = []
+            for b, (idx, rec) in enumerate(zip(draw.indices, records)):
+                question = choose_question(_question_seed(cfg.data.seed, draw.dataset, idx), rec.question, prompts)
+                for k in range(g.group_size):
+                    items.append(ImageItem(str(rec.image), images(rec.image), b * g.group_size + k, question))
+            settings = SamplingSettings(max_new_tokens=ro.max_new_tokens, temperature=ro.temperature, top_p=ro.top_p,
+                                        top_k=ro.top_k, seed=(cfg.run.seed * 100_003 + step) % (2**31 - 1),
+                                        max_pixels=cfg.data.max_pixels, buckets=buckets)
+            policy = nnx.merge(graphdef, params)
+            grouped = group_stage1_generate(g.group_size)
+            if g.recipe == "zoomiqa":
+                trajs = run_zoomiqa(policy, tokenizer, items, settings, max_turns=ro.max_turns, prompts=prompts,
+                                    stage1_generate_fn=grouped)
+            else:
+                trajs = _single_turn(run_single_turn, policy, tokenizer, items, tasks, g.group_size, settings,
+                                     prompts, grouped, g.recipe)
+            t_roll = time.perf_counter() - t0
+            rewards = compute_rewards(cfg, trajs, records, tasks, g.group_size)
+            adv = np.asarray(group_advantages(rewards["total"])).reshape(-1)
+            problems = [trajectory_problem(t, config) for t in trajs]
+            dropped = sum(p is not None for p in problems)
+            if dropped == len(trajs):
+                raise ValueError(f"GRPO step {step}: no trajectory can be trained on, e.g. {problems[0]}")
+
+            per_mb = cfg.data.batch_size // g.mini_batches * g.group_size
+            mbs = []
+            for m in range(g.mini_batches):
+                rows = [i for i in range(m * per_mb, (m + 1) * per_mb) if problems[i] is None]
+                if not rows:
+                    continue
+                batch = build_rollout_batch(
+                    [trajs[i] for i in rows], [items[i].image for i in rows], adv[rows], tokenizer, config,
+                    min_pixels=settings.min_pixels, max_pixels=settings.max_pixels, seq_buckets=seq_buckets,
+                    patch_buckets=PATCH_BUCKETS, candidate_slots=g.candidate_slots, pad_token_id=pad_id)
+                for key in HOST_ONLY:
+                    batch.pop(key, None)
+                if ref_params is not None:
+                    batch["ref_logp"] = np.asarray(ref_logp_fn(ref_params, jax.tree.map(jnp.asarray, batch)))
+                mbs.append(batch)
+            olds = []
+            if micro_per_step > 1:
+                for batch in mbs:
+                    olds.append(jax.device_get(old_fn(batch)(params, jax.tree.map(jnp.asarray, batch))))
+            step_metrics: list[dict[str, float]] = []
+            micro = 0
+            for _epoch in range(g.epochs):
+                for m, batch in enumerate(mbs):
+                    first = micro == 0
+                    full = batch if first else {**batch, **dict(zip(OLD_KEYS, (olds[m][k] for k in OLD_KEYS)))}
+                    _, fn, shard = step_fn(full, first)
+                    params, opt_state, metrics = fn(params, opt_state, to_global(full, shard))
+                    step_metrics.append({k: float(v) for k, v in jax.device_get(metrics).items()})
+                    micro += 1
+            skipped = int(nonfinite_count(opt_state))
+            check_nonfinite_budget(skipped, cfg.run.max_nonfinite, step)
+            step += 1
+            values = _step_values(step_metrics, rewards, trajs, rollout_metrics(trajs))
+            values["rollout/dropped"] = float(dropped)
+            updates = int(optimizer_step(opt_state))
+            values.update(lr=float(schedule(max(updates - 1, 0))), updates=updates, nonfinite=skipped,
+                          stage=draw.stage, rollout_s=t_roll, step_s=time.perf_counter() - t0)
+            history.append(logger.log(step, values))
+            show_metrics(bar, {"loss": values["loss"], "lr": values["lr"]}, advance=0)
+            bar.set_postfix({"reward": f"{values['reward/total']:.3f}", "fmt": f"{values['reward/format']:.2f}"},
+                            refresh=False)
+            bar.update(1)
+            sampler_state = dict(sampler.state_dict(), next_step=step)
+            if ckpt.should_save(step) or step == total:
+                ckpt.save(step, params=params, opt_state=opt_state, data_state={"step": step, "sampler": sampler_state},
+                          config=cfg, force=step == total)
+        ckpt.wait()
+    finally:
+        bar.close()
+        logger.close()
+        ckpt.close()
+
+    final = None
+    if cfg.run.export_hf and jax.process_index() == 0:
+        final = save_hf(nnx.merge(graphdef, jax.device_get(params)), out / "final", tokenizer_dir=tok_dir,
+                        overwrite=True)
+        log(f"final weights (HF format): {final}")
+    return GrpoResult(step=step, out_dir=out, final_hf=final, history=history, resumed_from=resumed_from,
+                      params=params)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _shape_key(batch: dict) -> tuple:
+    meta = batch.get("vision_meta")
+    return (tuple(sorted((k, np.shape(v)) for k, v in batch.items() if k != "vision_meta")),
+            None if meta is None else (np.shape(meta.window_index), meta.full_chunk))
+
+
+def _logits(graphdef: Any, params: Any, batch: dict) -> jax.Array:
+    model = nnx.merge(graphdef, params)
+    return model(batch["input_ids"], batch["attention_mask"], batch.get("pixel_values"),
+                 position_ids=batch["position_ids"], vision_meta=batch.get("vision_meta"))
+
+
+def _question_seed(seed: int, dataset: str, index: int) -> int:
+    """A stable per-image seed for the question draw (the same question for every sample of the image)."""
+    import zlib
+
+    return zlib.crc32(f"{seed}/{dataset}/{index}".encode())
+
+
+def _tasks(cfg: GrpoTrainConfig, indices: Sequence[int]) -> list[str]:
+    """Q-Insight: "degradation" for a stable `grpo.degradation_fraction` of the images, else "score"."""
+    if cfg.grpo.recipe != "qinsight" or cfg.grpo.degradation_fraction <= 0:
+        return ["score"] * len(indices)
+    import zlib
+
+    cut = cfg.grpo.degradation_fraction * 2**32
+    return ["degradation" if zlib.crc32(f"{cfg.data.seed}/task/{i}".encode()) < cut else "score" for i in indices]
+
+
+def _single_turn(run: Callable, policy: Any, tokenizer: Any, items: list, tasks: list[str], group: int,
+                 settings: Any, prompts: Any, grouped: Callable, recipe: str) -> list:
+    """Single-turn rollouts, one engine call per task kind, results back in item order."""
+    names = {"score": RECIPE_TASK[recipe], "degradation": "qinsight_degradation"}
+    out: list = [None] * len(items)
+    for task in sorted(set(tasks)):
+        rows = [i for i, it in enumerate(items) if tasks[it.index // group] == task]
+        for i, traj in zip(rows, run(policy, tokenizer, [items[i] for i in rows], names[task], settings,
+                                     prompts=prompts, generate_fn=grouped)):
+            out[i] = traj
+    return out
+
+
+def _step_values(step_metrics: list[dict[str, float]], rewards: dict[str, np.ndarray], trajs: Sequence[Any],
+                 rollout: dict[str, float]) -> dict[str, float]:
+    """One metrics line: the loss metrics (mean over the step's micro-steps, KL-Coverage activity as the fraction
+    of micro-steps where it acted), rewards by component, rollout statistics, unique-score ratio."""
+    values: dict[str, float] = {}
+    for key in step_metrics[0]:
+        values[key] = float(np.mean([m[key] for m in step_metrics]))
+    values["klcov/active_updates"] = float(np.mean([m.get("klcov/active", 0.0) > 0 for m in step_metrics]))
+    for name, arr in rewards.items():
+        if name != "rating":
+            values[f"reward/{name}"] = float(np.mean(arr))
+    ratings = rewards["rating"][np.isfinite(rewards["rating"])]
+    values["rating/valid_rate"] = float(len(ratings) / max(rewards["rating"].size, 1))
+    values["rating/unique_ratio"] = float(len(np.unique(np.round(ratings, 2))) / max(len(ratings), 1))
+    values["rating/std"] = float(np.std(ratings)) if len(ratings) else 0.0
+    values.update({k: float(v) for k, v in rollout.items()})
+    return values
