@@ -20,7 +20,7 @@ from flax import nnx
 from zoomiqa_jax.config import ModelConfig
 from zoomiqa_jax.model.layers import Linear
 from zoomiqa_jax.model.rope import get_rope_index
-from zoomiqa_jax.model.text import LayerCache, TextModel
+from zoomiqa_jax.model.text import LayerCache, TextModel, remat_policy
 from zoomiqa_jax.model.vision import VisionMeta, VisionTower, vision_metadata
 
 
@@ -65,7 +65,12 @@ def causal_mask(attention_mask: jax.Array, q_len: int, kv_len: int, q_offset: ja
 
 
 class Qwen25VL(nnx.Module):
-    """The full model. `visual`, `language_model`, `lm_head` mirror the HF module names."""
+    """The full model. `visual`, `language_model`, `lm_head` mirror the HF module names.
+
+    `remat` (one of `REMAT_POLICIES`) rematerialises the decoder layers and the vision blocks; `scan_layers`
+    runs the decoder layers under one `jax.lax.scan`. Both act on the cache-free forward only, leave the
+    parameter tree unchanged and can be switched on a built or loaded model with `set_execution`.
+    """
 
     def __init__(
         self,
@@ -74,12 +79,14 @@ class Qwen25VL(nnx.Module):
         rngs: nnx.Rngs,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
+        remat: str = "none",
+        scan_layers: bool = False,
     ) -> None:
         dtype, param_dtype = jnp.dtype(dtype), jnp.dtype(param_dtype)  # accept "bfloat16" and friends
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.config = config
-        self.visual = VisionTower(config.vision, **kw)
-        self.language_model = TextModel(config.text, **kw)
+        self.visual = VisionTower(config.vision, remat=remat, **kw)
+        self.language_model = TextModel(config.text, remat=remat, scan_layers=scan_layers, **kw)
         t = config.text
         self.lm_head = (
             None
@@ -87,6 +94,15 @@ class Qwen25VL(nnx.Module):
             else Linear(t.hidden_size, t.vocab_size, use_bias=False, axes=("embed", "vocab"), **kw)
         )
         self.dtype = dtype
+
+    def set_execution(self, remat: str | None = None, scan_layers: bool | None = None) -> None:
+        """Switch remat (one of `REMAT_POLICIES`) and/or scan-over-layers; None keeps the current setting.
+
+        Call it outside any trace: the settings are static graphdef data, so a jitted step retraces for them."""
+        if remat is not None:
+            remat_policy(remat)  # validate before changing anything
+            self.visual.remat = remat
+        self.language_model.set_execution(remat, scan_layers)
 
     # ------------------------------------------------------------------ pieces
     def embed(

@@ -3,11 +3,16 @@
 The attention takes an optional key/value cache so that the same layers serve training (full sequence),
 prefill and one-token decoding. The cache for one layer is a pair of arrays
 [batch, max_len, kv_heads, head_dim]; `cache_index` is the slot the first new token is written to.
+
+Two execution switches act on the cache-free (training / full-sequence) forward only and leave the parameter
+tree as it is: `remat` (a `jax.checkpoint` policy, see `REMAT_POLICIES`) and `scan_layers` (one `lax.scan` over
+the decoder layers). They are plain attributes, hence static data of the module's graphdef.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +21,31 @@ from flax import nnx
 from zoomiqa_jax.config import TextConfig
 from zoomiqa_jax.model.layers import Embed, GatedMLP, Linear, RMSNorm, dot_product_attention
 from zoomiqa_jax.model.rope import apply_rotary, mrope
+
+# "none", "full" (save nothing), or the name of a `jax.checkpoint_policies` policy.
+REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable", "everything_saveable")
+
+
+def remat_policy(name: str) -> Callable[..., bool] | None:
+    """The `jax.checkpoint` policy of a `REMAT_POLICIES` name; None for "none". Raises ValueError on others."""
+    if name not in REMAT_POLICIES:
+        raise ValueError(f"remat must be one of {REMAT_POLICIES}, got {name!r}")
+    if name == "none":
+        return None
+    return getattr(jax.checkpoint_policies, "nothing_saveable" if name == "full" else name)
+
+
+def layer_fn(
+    graphdef: nnx.GraphDef, remat: str, call: Callable[[Any, jax.Array], jax.Array]
+) -> Callable[[nnx.State, jax.Array], jax.Array]:
+    """`(state, x) -> call(nnx.merge(graphdef, state), x)`: one layer as a pure function of its parameters,
+    wrapped in `jax.checkpoint` under the `remat` policy unless that is "none"."""
+
+    def fn(state: nnx.State, x: jax.Array) -> jax.Array:
+        return call(nnx.merge(graphdef, state), x)
+
+    policy = remat_policy(remat)
+    return fn if policy is None else jax.checkpoint(fn, policy=policy)
 
 
 class LayerCache(NamedTuple):
@@ -88,7 +118,11 @@ class DecoderLayer(nnx.Module):
 
 
 class TextModel(nnx.Module):
-    """Embeddings, decoder layers and the final norm (HF `Qwen2_5_VLTextModel`)."""
+    """Embeddings, decoder layers and the final norm (HF `Qwen2_5_VLTextModel`).
+
+    `remat` / `scan_layers` (see `set_execution`) change how the cache-free forward runs the layers, not the
+    parameters: `layers` stays an `nnx.List` of per-layer modules (`layers.<i>.` keys in checkpoints).
+    """
 
     def __init__(
         self,
@@ -97,6 +131,8 @@ class TextModel(nnx.Module):
         rngs: nnx.Rngs,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
+        remat: str = "none",
+        scan_layers: bool = False,
     ) -> None:
         kw = dict(dtype=dtype, param_dtype=param_dtype)
         self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, rngs=rngs, **kw)
@@ -104,6 +140,17 @@ class TextModel(nnx.Module):
         self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, axis_name="embed", **kw)
         self.cfg = cfg
         self.dtype = dtype
+        self.remat = "none"
+        self.scan_layers = False
+        self.set_execution(remat, scan_layers)
+
+    def set_execution(self, remat: str | None = None, scan_layers: bool | None = None) -> None:
+        """Set the remat policy (one of `REMAT_POLICIES`) and/or scan-over-layers; None keeps the current one."""
+        if remat is not None:
+            remat_policy(remat)  # validates
+            self.remat = remat
+        if scan_layers is not None:
+            self.scan_layers = bool(scan_layers)
 
     def __call__(
         self,
@@ -113,11 +160,29 @@ class TextModel(nnx.Module):
         cache: list[LayerCache] | None = None,
         cache_index: jax.Array | None = None,
     ) -> tuple[jax.Array, list[LayerCache] | None]:
-        """embeds [batch, seq, dim]; position_ids [3, batch, seq]; mask [batch, seq, kv_len] bool."""
+        """embeds [batch, seq, dim]; position_ids [3, batch, seq]; mask [batch, seq, kv_len] bool.
+
+        Without a cache and with `remat` != "none" or `scan_layers`, each layer runs as a pure function of
+        (its parameter state, x) through `nnx.merge` of one layer's graphdef (all layers share it), under
+        `jax.checkpoint` with the remat policy. With `scan_layers` the per-layer states are stacked on a new
+        leading axis and one `jax.lax.scan` runs them, so the compiled program holds a single layer body; that
+        stack is a copy made inside the traced program, the stored parameter layout stays per-layer. The cache
+        (prefill / decode) path always runs the plain Python loop.
+        """
         cfg = self.cfg
         cos, sin = mrope(position_ids, cfg.head_dim, cfg.rope_theta, cfg.mrope_section)
         cos, sin = cos.astype(self.dtype), sin.astype(self.dtype)
         x = embeds
+        if cache is None and (self.remat != "none" or self.scan_layers):
+            body = layer_fn(nnx.graphdef(self.layers[0]), self.remat, lambda layer, h: layer(h, cos, sin, mask)[0])
+            states = [nnx.state(layer) for layer in self.layers]
+            if self.scan_layers:
+                stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+                x, _ = jax.lax.scan(lambda h, state: (body(state, h), None), x, stacked)
+            else:
+                for state in states:
+                    x = body(state, x)
+            return self.norm(x), None
         new_cache = [] if cache is not None else None
         for i, layer in enumerate(self.layers):
             x, c = layer(x, cos, sin, mask, None if cache is None else cache[i], cache_index)

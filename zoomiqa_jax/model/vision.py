@@ -5,6 +5,10 @@ patches may attend to which is given by integer segment ids computed on the host
 one segment per image (frame) for the full-attention blocks, one per window for the others. Patches are
 processed in window order (each window's merged tokens contiguous) and put back in raster order after
 the merger.
+
+`remat` (a `REMAT_POLICIES` name) rematerialises each block under that `jax.checkpoint` policy. There is no
+scan over the blocks: those at `fullatt_block_indexes` attend within images, the others within windows (other
+segments, another attention path), so the blocks are not one repeated body.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from flax import nnx
 from zoomiqa_jax.config import VisionConfig
 from zoomiqa_jax.model.layers import GatedMLP, Linear, RMSNorm, dot_product_attention
 from zoomiqa_jax.model.rope import apply_rotary, vision_rope
+from zoomiqa_jax.model.text import layer_fn, remat_policy
 
 
 @jax.tree_util.register_dataclass
@@ -187,7 +192,12 @@ class PatchMerger(nnx.Module):
 
 
 class VisionTower(nnx.Module):
-    """pixel_values [n_patches, C*T*P*P] -> image features [n_patches / m^2, out_hidden_size], raster order."""
+    """pixel_values [n_patches, C*T*P*P] -> image features [n_patches / m^2, out_hidden_size], raster order.
+
+    With `remat` != "none" each block runs as a pure function of its parameter state (`nnx.merge` of one
+    block's graphdef) under `jax.checkpoint`; the blocks stay an `nnx.List` (`blocks.<i>.` keys). Not scanned:
+    see the module docstring.
+    """
 
     def __init__(
         self,
@@ -196,7 +206,9 @@ class VisionTower(nnx.Module):
         rngs: nnx.Rngs,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
+        remat: str = "none",
     ) -> None:
+        remat_policy(remat)  # validates
         kw = dict(dtype=dtype, param_dtype=param_dtype)
         # The reference's Conv3d with stride == kernel is a matmul over flattened (C, T, P, P) patches.
         self.patch_embed = Linear(
@@ -206,6 +218,7 @@ class VisionTower(nnx.Module):
         self.merger = PatchMerger(cfg, rngs=rngs, **kw)
         self.cfg = cfg
         self.dtype = dtype
+        self.remat = remat
 
     def __call__(self, pixel_values: jax.Array, meta: VisionMeta) -> jax.Array:
         cfg = self.cfg
@@ -220,7 +233,14 @@ class VisionTower(nnx.Module):
         # full attention: per image in chunks when that beats one dense n x n over all images
         image_len = meta.full_chunk if meta.full_chunk is not None and n > 3 * meta.full_chunk else None
         full = set(cfg.fullatt_block_indexes)
-        for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, img, image_len) if i in full else block(x, cos, sin, win, window_len)
+        if self.remat == "none":
+            for i, block in enumerate(self.blocks):
+                x = block(x, cos, sin, img, image_len) if i in full else block(x, cos, sin, win, window_len)
+        else:
+            graphdef = nnx.graphdef(self.blocks[0])
+            full_fn = layer_fn(graphdef, self.remat, lambda block, h: block(h, cos, sin, img, image_len))
+            window_fn = layer_fn(graphdef, self.remat, lambda block, h: block(h, cos, sin, win, window_len))
+            for i, block in enumerate(self.blocks):
+                x = (full_fn if i in full else window_fn)(nnx.state(block), x)
         merged = self.merger(x)
         return merged[jnp.asarray(meta.reverse_index)]
