@@ -1,25 +1,22 @@
-"""`zoomiqa demo`: the built-in end-to-end run on this machine, no downloads.
+"""`zoomiqa demo`: the built-in end-to-end run on this machine, no downloads: data -> SFT -> GRPO -> evaluation.
 
-1. draws procedural scenes and degrades them (noise / blur / JPEG / darken at five severities, or none) into a
-   small IQA set whose MOS falls with severity (`zoomiqa_jax.data.degrade`);
-2. writes a tiny random Qwen2.5-VL as a Hugging Face checkpoint (config.json + safetensors + the built-in
-   tokenizer), the path a real checkpoint takes;
-3. runs the evaluation (`zoomiqa eval`, the Zoom-IQA protocol: greedy, --max-turns rounds of at most
-   --max-new-tokens tokens) over the set and writes its report;
-4. scores every image with the digit read-out (`zoomiqa_jax.inference.readout`: the expected rating over the
-   tokens "1".."5" after the question), which gives a score for every image even from a random model.
+1. data: procedural scenes darkened (`data.trajectories.DEMO_KINDS`) at five severities (or left clean), MOS
+   falling with severity (`zoomiqa_jax.data.degrade`); a training set with synthetic Zoom-IQA trajectories
+   (four labelled sections naming the distortion and its severity, a rating tied to the severity, about 30%
+   with a crop turn; `zoomiqa_jax.data.trajectories`, compact style) and a separate held-out set;
+2. a tiny random Qwen2.5-VL (`ModelConfig.tiny`, a few MB) written as a Hugging Face checkpoint;
+3. evaluation of the random model on the held-out set (`zoomiqa eval`, the Zoom-IQA protocol, greedy);
+4. SFT (`zoomiqa train sft`, the settings of configs/sft_tiny.yaml), then evaluation;
+5. GRPO from the SFT weights (`zoomiqa train grpo`, the settings of configs/grpo_tiny.yaml: Zoom-IQA rewards,
+   G samples per image, KL-Coverage), then evaluation;
+6. report.md: the held-out valid-format rate, PLCC and SRCC after each stage, and the GRPO reward curve.
 
-A random model (almost) never writes a valid answer in the Zoom-IQA format: the eval report says so
-(valid-format rate near 0%, invalid outputs counted by class, correlations n/a); no rating is ever made up.
-The read-out scores are at chance (SRCC near 0). The demo shows the pipeline, not a trained model.
+The prompts are short (zoomiqa_jax/assets/demo_prompts.yaml) so that sequences stay short on a CPU; the
+evaluation uses the same prompts. Ratings that do not parse are counted as invalid, never made up.
 
-Outputs under --out (the demo's own files are replaced on a rerun):
-    images/ (+ labels.jsonl), checkpoint/      the synthetic set and the tiny random model
-    report.md, metrics.json, predictions.jsonl, run_config.json, environment.json, plots/
-                                               the eval run (see `zoomiqa eval --help`); report.md ends
-                                               with a section on the read-out scores
-    readout/predictions.jsonl, readout/metrics.json
-                                               digit read-out score per image and its PLCC / SRCC
+Outputs under --out (replaced on a rerun): data/, heldout/, init/ (random HF checkpoint), sft/ and grpo/ (runs:
+config.yaml, metrics.jsonl, tensorboard/, checkpoints/, final/), eval/{init,sft,grpo}/ (the eval reports),
+report.md, summary.json.
 """
 
 from __future__ import annotations
@@ -33,32 +30,82 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+DEMO_DIRS = ("data", "heldout", "init", "sft", "grpo", "eval")
+DEMO_FILES = ("report.md", "summary.json")
+DEMO_PROMPTS = Path(__file__).resolve().parent / "assets" / "demo_prompts.yaml"
+IMAGE_SIZE = 112  # short side of the synthetic images (pixels); 112 x ~150 -> 48 to 64 image tokens
+MAX_PIXELS = 112 * 112 * 2
 
-DEMO_OUTPUTS = ("scenes", "images", "checkpoint", "plots", "readout", "report.md", "metrics.json",
-                "run_config.json", "environment.json")
+# The demo's SFT run: configs/sft_tiny.yaml holds the same values (a test keeps them equal).
+SFT_OVERRIDES = {
+    "model.config": "tiny", "model.dtype": "float32", "model.param_dtype": "float32",
+    "data.seq_buckets": "[384,640]", "data.max_pixels": str(MAX_PIXELS), "data.batch_size": "8",
+    "data.per_round": "true", "data.group_by_length": "true",
+    "optim.lr": "3e-3", "optim.warmup_ratio": "0.1", "optim.decay": "cosine", "optim.end_lr_ratio": "0.0",
+    "optim.weight_decay": "0.0", "optim.clip_norm": "1.0", "optim.grad_accum": "1",
+    "parallel.mesh": "[-1,1,1]", "checkpoint.save_every": "100", "checkpoint.keep": "2", "run.log_every": "20",
+}
+# The demo's GRPO run: configs/grpo_tiny.yaml holds the same values.
+GRPO_OVERRIDES = {
+    "model.dtype": "float32", "model.param_dtype": "float32", "data.max_pixels": str(MAX_PIXELS),
+    "data.batch_size": "4", "optim.lr": "2e-4", "optim.warmup_ratio": "0.0", "optim.decay": "linear",
+    "optim.end_lr_ratio": "1.0", "optim.grad_accum": "1", "optim.clip_norm": "1.0", "parallel.mesh": "[-1,1,1]",
+    "checkpoint.save_every": "10", "checkpoint.keep": "2", "run.log_every": "1",
+    "grpo.recipe": "zoomiqa", "grpo.group_size": "4", "grpo.epochs": "2", "grpo.mini_batches": "1",
+    "grpo.kl_cov": "zoomiqa", "grpo.klc_beta": "0.04", "grpo.klc_top_p": "0.02",
+    "grpo.resample_starts": "[0.0,0.5]", "grpo.resample_powers": "[0.0,1.0]",
+    "rollout.max_new_tokens": "256", "rollout.max_turns": "2", "rollout.temperature": "1.0",
+    "rollout.prompt_buckets": "[256,512]", "rollout.new_token_buckets": "[256]", "rollout.seq_buckets": "[768]",
+    "rollout.patch_buckets": "[256,4096,8192]",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of `zoomiqa demo`."""
-    p = argparse.ArgumentParser(
-        prog="zoomiqa demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(prog="zoomiqa demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo", help="output folder; the demo's own files in it are replaced "
                    "(default runs/demo)")
-    p.add_argument("--num-images", type=int, default=16,
-                   help="number of synthetic scenes, one degraded image each (default 16)")
-    p.add_argument("--seed", type=int, default=0, help="seed for scenes, degradations and model weights (default 0)")
-    p.add_argument("--max-new-tokens", type=int, default=48,
-                   help="new tokens per eval round (default 48; a real model needs ~1024 to finish its reasoning)")
-    p.add_argument("--max-turns", type=int, choices=(1, 2), default=2,
-                   help="Zoom-IQA rounds per image in the eval (default 2)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per sampler call in the eval (default 8)")
-    p.add_argument("--no-progress", action="store_true", help="hide the eval's progress bar")
+    p.add_argument("--train-images", type=int, default=256, help="synthetic training images (default 256)")
+    p.add_argument("--eval-images", type=int, default=48, help="held-out images (default 48)")
+    p.add_argument("--sft-steps", type=int, default=500, help="SFT optimizer steps of 8 examples (default 500)")
+    p.add_argument("--grpo-steps", type=int, default=12,
+                   help="GRPO steps of 4 images x 4 samples; 0 skips GRPO (default 12)")
+    p.add_argument("--seed", type=int, default=0, help="seed for data, weights and sampling (default 0)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="new tokens per eval round (default 256)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per sampler call in the eval (default 16)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return p
 
 
-def make_demo_checkpoint(out_dir: Path, seed: int) -> Path:
+def _clear(out: Path) -> None:
+    for name in DEMO_DIRS:
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+    for name in DEMO_FILES:
+        if (out / name).exists():
+            (out / name).unlink()
+
+
+def _argv(overrides: dict[str, str]) -> list[str]:
+    return [f"{k}={v}" for k, v in overrides.items()]
+
+
+def make_data(out: Path, train_images: int, eval_images: int, seed: int) -> tuple[Path, Path]:
+    """Training trajectories and held-out labels; returns (trajectories.jsonl, heldout labels.jsonl)."""
+    from zoomiqa_jax.data.degrade import generate_degradation_set
+    from zoomiqa_jax.data.synthetic import write_scenes
+    from zoomiqa_jax.data.trajectories import DEMO_KINDS, build_demo_set
+
+    report = build_demo_set(out / "data", train_images, seed=seed, image_size=IMAGE_SIZE, style="compact",
+                            kinds=DEMO_KINDS)
+    write_scenes(out / "heldout" / "scenes", eval_images, seed=seed + 10_000)
+    generate_degradation_set(out / "heldout" / "scenes", out / "heldout" / "images", seed + 10_000,
+                             resize_short=IMAGE_SIZE, progress=False, kinds=DEMO_KINDS)
+    return Path(report.path), out / "heldout" / "images" / "labels.jsonl"
+
+
+def make_random_checkpoint(out_dir: Path, seed: int) -> Path:
     """A random `ModelConfig.tiny()` model written as an HF directory with the tiny tokenizer."""
     from flax import nnx
 
@@ -71,120 +118,168 @@ def make_demo_checkpoint(out_dir: Path, seed: int) -> Path:
     return save_hf(model, out_dir, tokenizer_dir=TINY_TOKENIZER_DIR, overwrite=True)
 
 
-def _clear(out: Path) -> None:
-    """Remove the demo's own outputs (and every predictions*.jsonl) so a rerun never resumes an old run."""
-    for name in DEMO_OUTPUTS:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-    for path in out.glob("predictions*.jsonl"):
-        path.unlink()
+def evaluate(checkpoint: Path, labels: Path, out: Path, *, max_new_tokens: int, batch_size: int, seed: int,
+             progress: bool) -> dict[str, Any]:
+    """`zoomiqa eval` (Zoom-IQA protocol, greedy, the demo prompts) on the held-out set; its metrics."""
+    from zoomiqa_jax.eval.runner import eval_main
 
-
-def eval_argv(out: Path, labels: Path, checkpoint: Path, *, max_new_tokens: int, max_turns: int, batch_size: int,
-              seed: int, progress: bool) -> list[str]:
-    """The `zoomiqa eval` command line the demo runs (greedy, float32, images at most 224 x 224 pixels)."""
     argv = ["--checkpoint", str(checkpoint), "--labels", str(labels), "--label-format", "plain", "--out", str(out),
-            "--prompt", "zoomiqa", "--max-turns", str(max_turns), "--max-new-tokens", str(max_new_tokens),
-            "--temperature", "0", "--seed", str(seed), "--dtype", "float32", "--batch-size", str(batch_size),
-            "--max-pixels", str(224 * 224)]
-    return argv if progress else [*argv, "--no-progress"]
+            "--prompt", "zoomiqa", "--prompt-file", str(DEMO_PROMPTS), "--max-turns", "2",
+            "--max-new-tokens", str(max_new_tokens), "--temperature", "0", "--seed", str(seed),
+            "--dtype", "float32", "--batch-size", str(batch_size), "--max-pixels", str(MAX_PIXELS)]
+    if not progress:
+        argv.append("--no-progress")
+    errors = io.StringIO()
+    if eval_main(argv, out=io.StringIO(), err=errors) != 0:
+        raise RuntimeError(f"zoomiqa demo: the eval into {out} failed: {errors.getvalue().strip()}")
+    metrics = json.loads((out / "metrics.json").read_text())["datasets"]
+    return next(iter(metrics.values()))
 
 
-def run_readout(out: Path, checkpoint: Path, records: list, seed: int) -> dict[str, Any]:
-    """Digit read-out score per image into out/readout/; returns its metrics.json content."""
+def readout_srcc(checkpoint: Path, labels: Path, seed: int) -> dict[str, Any]:
+    """The digit read-out (`inference.readout`: expected rating over the tokens "1".."5" right after the answer
+    is opened) on the held-out set: it scores every image even when the model writes no valid answer, so it
+    measures where a random model stands (chance)."""
+    import numpy as np
+
     from zoomiqa_jax.checkpoint.hf import load_hf
+    from zoomiqa_jax.data.labels import load_labels
     from zoomiqa_jax.eval.metrics import score_metrics
     from zoomiqa_jax.inference.readout import expected_ratings
     from zoomiqa_jax.processing.prompts import choose_question
     from zoomiqa_jax.processing.tokenizer import load_tokenizer
 
+    records = load_labels(labels, fmt="plain").records
     model, _ = load_hf(checkpoint)
-    tokenizer = load_tokenizer(checkpoint)
-    question = choose_question(seed)
-    preds = expected_ratings(model, tokenizer, [r.image for r in records], question, max_pixels=224 * 224)
-    mos = np.asarray([r.mos for r in records], np.float32)
-    (out / "readout").mkdir(parents=True, exist_ok=True)
-    with open(out / "readout" / "predictions.jsonl", "w", encoding="utf-8") as f:
-        for r, p in zip(records, preds):
-            f.write(json.dumps({"image": Path(r.image).name, "mos": r.mos, "pred": round(float(p), 4),
-                                "distortion_class": r.distortion_class, "severity": r.severity}) + "\n")
-    summary = {"images": len(records), "question": question, "metrics": score_metrics(preds, mos).to_dict()}
-    (out / "readout" / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    preds = expected_ratings(model, load_tokenizer(checkpoint), [r.image for r in records], choose_question(seed),
+                             max_pixels=MAX_PIXELS)
+    return score_metrics(preds, np.asarray([r.mos for r in records], np.float32)).to_dict()
+
+
+def _row(stage: str, m: dict[str, Any], seconds: float) -> dict[str, Any]:
+    s = m["scores"]
+    return {"stage": stage, "n": m["n"], "valid": m["n_valid"], "plcc": s.get("plcc"), "srcc": s.get("srcc"),
+            "invalid": m["invalid_by_class"], "crop_rate": m.get("crop_rate"), "seconds": round(seconds, 1)}
 
 
 def _f(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def readout_section(readout: dict[str, Any]) -> list[str]:
-    """Markdown lines appended to report.md: the read-out's correlations, labelled as what they are."""
-    m = readout["metrics"]
-    return ["## Digit read-out scores (demo extra)", "",
-            "Not the Zoom-IQA protocol: one forward pass per image with the question "
-            f"\"{readout['question']}\" and the answer opened up to its rating (`<answer>{{\"rating\": `); the "
-            "score is sum over d in 1..5 of d * p(\"d\"), the probabilities renormalised over the five digit "
-            "tokens (`zoomiqa_jax.inference.readout`). It gives every image a score, so even a random model has "
-            "correlations (at chance). Files: readout/predictions.jsonl, readout/metrics.json.", "",
-            "| images | PLCC | SRCC | KRCC | RMSE |", "| ---: | ---: | ---: | ---: | ---: |",
-            f"| {readout['images']} | {_f(m.get('plcc'))} | {_f(m.get('srcc'))} | {_f(m.get('krcc'))} | "
-            f"{_f(m.get('rmse'))} |", ""]
+def write_report(out: Path, rows: list[dict[str, Any]], grpo_history: list[dict[str, float]],
+                 total_s: float, readout: dict[str, Any] | None = None) -> Path:
+    lines = ["# zoomiqa demo", "",
+             f"Held-out set: {rows[0]['n']} synthetic degraded images the training never saw. Zoom-IQA protocol, "
+             "greedy, up to two rounds; an answer that does not parse counts as invalid and is left out of the "
+             "correlations (n/a when fewer than 3 are valid).", "",
+             "| stage | valid format | PLCC | SRCC | crop rate | invalid by class | stage time (s) |",
+             "| --- | ---: | ---: | ---: | ---: | --- | ---: |"]
+    for r in rows:
+        invalid = ", ".join(f"{k} {v}" for k, v in r["invalid"].items()) or "none"
+        crop = "n/a" if r["crop_rate"] is None else f"{r['crop_rate']:.2f}"
+        lines.append(f"| {r['stage']} | {r['valid']}/{r['n']} | {_f(r['plcc'])} | {_f(r['srcc'])} | {crop} | "
+                     f"{invalid} | {r['seconds']} |")
+    if readout is not None:
+        lines += ["", "A random model writes no valid answer, so its protocol correlations are n/a. Where it stands "
+                  "is shown by the digit read-out (expected rating over the tokens \"1\"..\"5\" right after "
+                  f"`<answer>{{\"rating\": `, one forward per image): SRCC {_f(readout.get('srcc'))}, PLCC "
+                  f"{_f(readout.get('plcc'))} (chance level)."]
+    if grpo_history:
+        lines += ["", "## GRPO steps", "",
+                  "| step | reward | format | score | rank | crop rate | KL-Cov active | unique ratings |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for i, h in enumerate(grpo_history, start=1):
+            lines.append(f"| {i} | {h['reward/total']:.3f} | {h['reward/format']:.2f} | {h['reward/score']:.3f} | "
+                         f"{h['reward/rank']:.3f} | {h['rollout/crop_rate']:.2f} | "
+                         f"{h['klcov/active_updates']:.2f} | {h['rating/unique_ratio']:.2f} |")
+    lines += ["", f"Total time: {total_s:.0f} s. Runs: sft/, grpo/ (metrics.jsonl, TensorBoard events, "
+              "checkpoints, final HF weights); eval reports: eval/<stage>/report.md.", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
 
 
-def run_demo(out: Path, num_images: int, seed: int, *, max_new_tokens: int = 48, max_turns: int = 2,
-             batch_size: int = 8, progress: bool = True) -> dict[str, Any]:
-    """Build the set and the checkpoint, run the eval and the read-out; returns the summary printed by `main`."""
-    from zoomiqa_jax.data.degrade import generate_degradation_set
-    from zoomiqa_jax.data.labels import load_labels
-    from zoomiqa_jax.data.synthetic import write_scenes
-    from zoomiqa_jax.eval.runner import eval_main
+def run_demo(out: Path, *, train_images: int = 256, eval_images: int = 48, sft_steps: int = 500,
+             grpo_steps: int = 12, seed: int = 0, max_new_tokens: int = 256, batch_size: int = 16,
+             progress: bool = True) -> dict[str, Any]:
+    """The whole demo (module docstring); returns the summary also written to summary.json."""
+    from zoomiqa_jax.train.config import load_train_config
+    from zoomiqa_jax.train.grpo_config import load_grpo_config
+    from zoomiqa_jax.train.grpo_loop import run_grpo
+    from zoomiqa_jax.train.sft_loop import run_sft
 
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     _clear(out)
-    print(f"[1/4] {num_images} synthetic scenes -> degraded IQA set in {out / 'images'}")
-    write_scenes(out / "scenes", num_images, seed=seed)
-    generate_degradation_set(out / "scenes", out / "images", seed, progress=False)
-    labels_file = out / "images" / "labels.jsonl"
-    labels = load_labels(labels_file, fmt="plain", root=out / "images")
-    print("[2/4] tiny random Qwen2.5-VL -> HF checkpoint")
-    ckpt = make_demo_checkpoint(out / "checkpoint", seed)
-    print(f"[3/4] zoomiqa eval: {len(labels.records)} images, {max_turns} round(s) of <= {max_new_tokens} tokens")
-    log, errors = io.StringIO(), io.StringIO()
-    argv = eval_argv(out, labels_file, ckpt, max_new_tokens=max_new_tokens, max_turns=max_turns,
-                     batch_size=batch_size, seed=seed, progress=progress)
-    if eval_main(argv, out=log, err=errors) != 0:
-        raise RuntimeError(f"zoomiqa demo: the eval run into {out} failed: {errors.getvalue().strip()}")
-    print(f"[4/4] digit read-out scores for {len(labels.records)} images")
-    readout = run_readout(out, ckpt, labels.records, seed)
-    report = out / "report.md"
-    report.write_text(report.read_text(encoding="utf-8") + "\n" + "\n".join(readout_section(readout)) + "\n",
-                      encoding="utf-8")
-    evaluation = json.loads((out / "metrics.json").read_text())["datasets"]
-    return {"images": len(labels.records), "bad_labels": len(labels.bad), "eval": evaluation, "readout": readout,
-            "seconds": round(time.perf_counter() - t0, 1)}
+    n_stages = 6 if grpo_steps else 4
+    print(f"[1/{n_stages}] synthetic data: {train_images} training images with trajectories, {eval_images} held out",
+          flush=True)
+    trajectories, heldout = make_data(out, train_images, eval_images, seed)
+    eval_kw = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=progress)
+
+    print(f"[2/{n_stages}] tiny random Qwen2.5-VL -> HF checkpoint; held-out eval", flush=True)
+    t = time.perf_counter()
+    init = make_random_checkpoint(out / "init", seed)
+    rows = [_row("random init", evaluate(init, heldout, out / "eval" / "init", **eval_kw), time.perf_counter() - t)]
+    readout = readout_srcc(init, heldout, seed)
+
+    print(f"[3/{n_stages}] SFT: {sft_steps} steps", flush=True)
+    t = time.perf_counter()
+    sft_cfg = load_train_config(None, _argv({
+        **SFT_OVERRIDES, "data.train": str(trajectories), "data.prompt_file": str(DEMO_PROMPTS),
+        "run.steps": str(sft_steps), "run.seed": str(seed), "data.seed": str(seed), "run.out_dir": str(out / "sft")}))
+    sft = run_sft(sft_cfg, progress=progress)
+    t_sft = time.perf_counter() - t
+    print(f"[4/{n_stages}] held-out eval after SFT", flush=True)
+    t = time.perf_counter()
+    rows.append(_row("SFT", evaluate(sft.final_hf, heldout, out / "eval" / "sft", **eval_kw),
+                     t_sft + time.perf_counter() - t))
+
+    history: list[dict[str, float]] = []
+    if grpo_steps:
+        print(f"[5/{n_stages}] GRPO from the SFT weights: {grpo_steps} steps", flush=True)
+        t = time.perf_counter()
+        grpo_cfg = load_grpo_config(None, _argv({
+            **GRPO_OVERRIDES, "model.config": "tiny", "model.weights": str(sft.final_hf),
+            "data.prompt_file": str(DEMO_PROMPTS), "grpo.datasets": f"[{out / 'data' / 'degraded' / 'labels.jsonl'}]",
+            "grpo.label_format": "plain", "run.steps": str(grpo_steps), "run.seed": str(seed),
+            "data.seed": str(seed), "run.out_dir": str(out / "grpo")}))
+        grpo = run_grpo(grpo_cfg, progress=progress)
+        history = grpo.history
+        t_grpo = time.perf_counter() - t
+        print(f"[6/{n_stages}] held-out eval after GRPO", flush=True)
+        t = time.perf_counter()
+        rows.append(_row("SFT + GRPO", evaluate(grpo.final_hf, heldout, out / "eval" / "grpo", **eval_kw),
+                         t_grpo + time.perf_counter() - t))
+
+    total = time.perf_counter() - t0
+    report = write_report(out, rows, history, total, readout)
+    summary = {"stages": rows, "random_init_readout": readout, "grpo_history": history, "seconds": round(total, 1),
+               "report": str(report)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     """`zoomiqa demo`; returns the exit status (2 for a bad flag)."""
     args = build_parser().parse_args(argv)
-    if args.num_images < 1 or args.max_new_tokens < 1 or args.batch_size < 1:
-        print("error: --num-images, --max-new-tokens and --batch-size must be >= 1", file=sys.stderr)
+    if min(args.train_images, args.eval_images, args.max_new_tokens, args.batch_size) < 1 or args.sft_steps < 1 \
+            or args.grpo_steps < 0:
+        print("error: image counts, --sft-steps, --max-new-tokens and --batch-size must be >= 1, --grpo-steps >= 0",
+              file=sys.stderr)
         return 2
-    summary = run_demo(Path(args.out), args.num_images, args.seed, max_new_tokens=args.max_new_tokens,
-                       max_turns=args.max_turns, batch_size=args.batch_size, progress=not args.no_progress)
-    print(f"\n{summary['images']} images in {summary['seconds']} s")
-    for name, m in summary["eval"].items():
-        invalid = ", ".join(f"{k} {v}" for k, v in m["invalid_by_class"].items()) or "none"
-        s = m["scores"]
-        print(f"eval ({name}): valid format {m['n_valid']}/{m['n']} (invalid: {invalid}), "
-              f"PLCC {_f(s.get('plcc'))}, SRCC {_f(s.get('srcc'))}")
-    r = summary["readout"]["metrics"]
-    print(f"digit read-out: PLCC {_f(r.get('plcc'))}, SRCC {_f(r.get('srcc'))} (a random model: expect about 0)")
-    print(f"report: {Path(args.out) / 'report.md'}")
+    summary = run_demo(Path(args.out), train_images=args.train_images, eval_images=args.eval_images,
+                       sft_steps=args.sft_steps, grpo_steps=args.grpo_steps, seed=args.seed,
+                       max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, progress=not args.no_progress)
+    print(f"\nheld-out set, {summary['stages'][0]['n']} images ({summary['seconds']} s in all):")
+    r = summary["random_init_readout"]
+    print(f"  random init: digit read-out SRCC {_f(r.get('srcc'))} (chance; it writes no valid answer)")
+    for r in summary["stages"]:
+        print(f"  {r['stage']:<12} valid format {r['valid']}/{r['n']}, PLCC {_f(r['plcc'])}, SRCC {_f(r['srcc'])}")
+    if summary["grpo_history"]:
+        h = summary["grpo_history"]
+        print(f"  GRPO mean reward: first step {h[0]['reward/total']:.3f}, last step {h[-1]['reward/total']:.3f}")
+    print(f"report: {summary['report']}")
     return 0
 
 

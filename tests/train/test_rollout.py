@@ -209,8 +209,11 @@ def test_refusals_name_the_image(tok, scripted_trajs):
     with pytest.raises(SequenceTooLongError, match="crop.png"):
         short = (len(trajs[0].token_ids) - 1,)
         build_rollout_batch(trajs[:1], originals[:1], np.zeros(1), tok, CFG, **dict(kw, seq_buckets=short))
-    with pytest.raises(RolloutError, match="crop.png.*candidate_slots=1"):
-        build_rollout_batch(trajs, originals, np.zeros(2), tok, CFG, candidate_slots=1, **kw)
+    # more rating tokens than slots: the slots double until every candidate fits (none is dropped)
+    grown = build_rollout_batch(trajs, originals, np.zeros(2), tok, CFG, candidate_slots=1, **kw)
+    counts = grown["candidate_mask"].sum(axis=1)
+    assert grown["logit_positions"].shape[1] >= counts.max() > 1
+    assert ((grown["logit_positions"] >= 0).sum(axis=1) == counts).all()
     bad = type(trajs[1])(image="broken.png", task="zoomiqa", invalid="image_error", invalid_round=0)
     with pytest.raises(RolloutError, match="broken.png.*image error"):
         build_rollout_batch([bad], originals[:1], np.zeros(1), tok, CFG, **kw)

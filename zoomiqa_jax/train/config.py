@@ -40,6 +40,15 @@ DECAYS = ("linear", "cosine")
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable", "everything_saveable")
 
 
+def resolve_path(path: str | Path) -> Path:
+    """`path` as given when it exists, else relative to the repository root (configs name files such as
+    `zoomiqa_jax/assets/demo_prompts.yaml` from the root, so they work from any directory)."""
+    path = Path(path)
+    if not path.exists() and not path.is_absolute() and (REPO_ROOT / path).exists():
+        return REPO_ROOT / path
+    return path
+
+
 @dataclasses.dataclass
 class ModelSection:
     config: str = "tiny"  # a preset (MODEL_PRESETS) or the path of an HF config.json (or its directory)
@@ -52,9 +61,7 @@ class ModelSection:
         """The ModelConfig this section names."""
         if self.config in MODEL_PRESETS:
             return getattr(ModelConfig, self.config)()
-        path = Path(self.config)
-        if not path.exists() and not path.is_absolute() and (REPO_ROOT / path).exists():
-            path = REPO_ROOT / path  # configs/models/... from anywhere
+        path = resolve_path(self.config)  # configs/models/... from anywhere
         if not path.exists():
             raise ConfigError(f"model.config: {self.config!r} is neither a preset {MODEL_PRESETS} nor a file")
         return ModelConfig.from_hf_json(path)

@@ -76,6 +76,8 @@ class RolloutSection:
     top_k: int = 0
     prompt_buckets: tuple[int, ...] = (256, 512, 1024, 2048, 4096)  # padded prompt lengths; longer is refused
     new_token_buckets: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)
+    seq_buckets: tuple[int, ...] = ()  # padded lengths of the training rows; () = sums of prompt + new-token buckets
+    patch_buckets: tuple[int, ...] = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768)  # patches of a batch
 
 
 @dataclasses.dataclass

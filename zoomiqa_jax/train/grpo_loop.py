@@ -40,10 +40,10 @@ from flax import nnx
 
 from zoomiqa_jax.parallel.mesh import initialize_distributed, make_mesh
 from zoomiqa_jax.parallel.rules import state_shardings
+from zoomiqa_jax.train.config import resolve_path
 from zoomiqa_jax.train.grpo_config import GrpoTrainConfig
 from zoomiqa_jax.train.sft_loop import load_model, to_global, tokenizer_dir
 
-PATCH_BUCKETS = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 HOST_ONLY = ("sample_logp", "image_grid_thw", "image_counts", "patch_mask")  # rollout-batch keys the step ignores
 RECIPE_TASK = {"qinsight": "qinsight_score", "visualquality_r1": "vqr1_score"}
 
@@ -88,6 +88,7 @@ def synthetic_labels(cfg: GrpoTrainConfig, out: Path) -> Path:
     """The demo's synthetic degraded set (`data.synthetic_images` images, seed `data.seed`); made once."""
     from zoomiqa_jax.data.degrade import generate_degradation_set
     from zoomiqa_jax.data.synthetic import write_scenes
+    from zoomiqa_jax.data.trajectories import DEMO_KINDS
 
     labels = out / "degraded" / "labels.jsonl"
     stamp = out / "settings.txt"
@@ -97,7 +98,7 @@ def synthetic_labels(cfg: GrpoTrainConfig, out: Path) -> Path:
     if jax.process_index() == 0:
         write_scenes(out / "scenes", cfg.data.synthetic_images, seed=cfg.data.seed)
         generate_degradation_set(out / "scenes", out / "degraded", cfg.data.seed,
-                                 resize_short=cfg.data.synthetic_size, progress=False)
+                                 resize_short=cfg.data.synthetic_size, progress=False, kinds=DEMO_KINDS)
         stamp.write_text(settings)
     return labels
 
@@ -205,7 +206,7 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
     model, config, weights_dir = load_model(cfg)
     tok_dir = tokenizer_dir(cfg, weights_dir)
     tokenizer = load_tokenizer(tok_dir)
-    prompts = load_prompt_file(cfg.data.prompt_file) if cfg.data.prompt_file else DEFAULT_PROMPTS
+    prompts = load_prompt_file(resolve_path(cfg.data.prompt_file)) if cfg.data.prompt_file else DEFAULT_PROMPTS
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else config.bos_token_id
 
     datasets = load_datasets(cfg, out, log)
@@ -261,7 +262,9 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
         f"mesh {dict(mesh.shape)}; out {out}")
 
     buckets = Buckets(prompt_lengths=tuple(ro.prompt_buckets), new_tokens=tuple(ro.new_token_buckets))
-    seq_buckets = tuple(sorted({*ro.prompt_buckets, *(a + b for a in ro.prompt_buckets for b in ro.new_token_buckets)}))
+    seq_buckets = tuple(ro.seq_buckets) or tuple(sorted({*ro.prompt_buckets,
+                                                         *(a + b for a in ro.prompt_buckets
+                                                           for b in ro.new_token_buckets)}))
     logger = MetricsLogger(out)
     bar = progress_bar(total, initial=step, desc="grpo", enabled=progress and jax.process_index() == 0)
     history: list[dict[str, float]] = []
@@ -302,10 +305,15 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
                 rows = [i for i in range(m * per_mb, (m + 1) * per_mb) if problems[i] is None]
                 if not rows:
                     continue
+                longest = max(len(trajs[i].token_ids) for i in rows)
+                if longest > max(seq_buckets):  # a long sample: a larger training shape, never a truncation
+                    seq_buckets = (*seq_buckets, -(-longest // 128) * 128)
+                    log(f"GRPO step {step}: a {longest}-token rollout exceeds rollout.seq_buckets; training rows "
+                        f"of that batch are padded to {seq_buckets[-1]} (one more compiled shape)")
                 batch = build_rollout_batch(
                     [trajs[i] for i in rows], [items[i].image for i in rows], adv[rows], tokenizer, config,
                     min_pixels=settings.min_pixels, max_pixels=settings.max_pixels, seq_buckets=seq_buckets,
-                    patch_buckets=PATCH_BUCKETS, candidate_slots=g.candidate_slots, pad_token_id=pad_id)
+                    patch_buckets=tuple(ro.patch_buckets), candidate_slots=g.candidate_slots, pad_token_id=pad_id)
                 for key in HOST_ONLY:
                     batch.pop(key, None)
                 if ref_params is not None:

@@ -20,7 +20,8 @@ Layout of the module:
       sample_logp                 [N, T] float32 Trajectory.token_logprobs (sampling time; a diagnostic only:
                                                  the spliced stage-1 reply was sampled in another context)
       candidate_mask              [N, T] int32   rating tokens of EVERY generated reply of the sequence
-      logit_positions             [N, K] int32   positions of the candidate tokens, then -1 (K = candidate_slots)
+      logit_positions             [N, K] int32   positions of the candidate tokens, then -1 (K = candidate_slots,
+                                                 doubled until every row's candidates fit)
       advantages                  [N]    float32
       pixel_values                [P, D] float32 each row's last-round images (original, then the crop) in row
                                                  order, zero patches up to the patch bucket P
@@ -293,7 +294,7 @@ def build_rollout_batch(
 
     `originals[i]` is trajectory i's image as loaded for sampling (original pixel size); `advantages` [N];
     `min_pixels` / `max_pixels` must be the sampling settings'. Raises RolloutError (naming the image) for a
-    trajectory `trajectory_problem` rejects, more candidate tokens than `candidate_slots`, or images that do
+    trajectory `trajectory_problem` rejects, or images that do
     not re-render to the sampled grids; SequenceTooLongError for a sequence (or the batch's patches) over the
     largest bucket. Nothing is truncated.
     """
@@ -322,7 +323,6 @@ def build_rollout_batch(
         "loss_mask": np.zeros((n, width), np.int32),
         "sample_logp": np.zeros((n, width), np.float32),
         "candidate_mask": np.zeros((n, width), np.int32),
-        "logit_positions": np.full((n, candidate_slots), -1, np.int32),
         "advantages": advantages,
     }
     pixels, grids = [], []
@@ -334,14 +334,19 @@ def build_rollout_batch(
         batch["sample_logp"][row, :length] = t.token_logprobs
         for start, ids in _reply_segments(t, tokenizer):
             batch["candidate_mask"][row, start:start + len(ids)] = rating_token_mask(tokenizer, ids)
-        positions = np.flatnonzero(batch["candidate_mask"][row])
-        if len(positions) > candidate_slots:
-            raise RolloutError(f"build_rollout_batch: trajectory of image {t.image!r} has {len(positions)} rating "
-                               f"tokens, over candidate_slots={candidate_slots}")
-        batch["logit_positions"][row, :len(positions)] = positions
         p, g = _last_round_images(t, original, config, min_pixels, max_pixels)
         pixels.append(p)
         grids.append(g)
+    # Slots for every candidate: `candidate_slots`, doubled until the row with the most rating tokens fits (a
+    # sampled rating such as 3.3333333333 has many), so no candidate is ever dropped; a larger K compiles anew.
+    counts = batch["candidate_mask"].sum(axis=1)
+    slots = candidate_slots
+    while slots < counts.max():
+        slots *= 2
+    batch["logit_positions"] = np.full((n, slots), -1, np.int32)
+    for row in range(n):
+        positions = np.flatnonzero(batch["candidate_mask"][row])
+        batch["logit_positions"][row, :len(positions)] = positions
     flat = np.concatenate(pixels).astype(np.float32)
     names = [t.image for t in trajectories]
     total = pick_bucket(len(flat), patch_buckets, f"image patches of the rollout batch {names}")

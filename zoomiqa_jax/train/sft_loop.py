@@ -50,7 +50,7 @@ from zoomiqa_jax.config import ModelConfig
 from zoomiqa_jax.model import Qwen25VL
 from zoomiqa_jax.parallel.mesh import initialize_distributed, make_mesh
 from zoomiqa_jax.parallel.rules import state_shardings
-from zoomiqa_jax.train.config import TrainConfig, save_train_config
+from zoomiqa_jax.train.config import TrainConfig, resolve_path, save_train_config
 from zoomiqa_jax.train.sft_data import (
     SequenceTooLongError,
     SFTBuckets,
@@ -200,8 +200,9 @@ class SFTStream:
 
 
 def synthetic_data(cfg: TrainConfig, out: Path) -> Path:
-    """Generate the demo's synthetic trajectory set under `out` (once; reused when present)."""
-    from zoomiqa_jax.data.trajectories import build_demo_set
+    """Generate the demo's synthetic trajectory set under `out` (once; reused when present): compact trajectories
+    over the demo's distortion kinds, as `zoomiqa demo` makes them."""
+    from zoomiqa_jax.data.trajectories import DEMO_KINDS, build_demo_set
 
     path = out / "trajectories.jsonl"
     stamp = out / "settings.txt"
@@ -209,7 +210,8 @@ def synthetic_data(cfg: TrainConfig, out: Path) -> Path:
     if path.exists() and stamp.exists() and stamp.read_text() == settings:
         return path
     if jax.process_index() == 0:
-        build_demo_set(out, cfg.data.synthetic_images, seed=cfg.data.seed, image_size=cfg.data.synthetic_size)
+        build_demo_set(out, cfg.data.synthetic_images, seed=cfg.data.seed, image_size=cfg.data.synthetic_size,
+                       style="compact", kinds=DEMO_KINDS)
         stamp.write_text(settings)
     return path
 
@@ -286,7 +288,7 @@ def run_sft(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], Non
     model, config, weights_dir = load_model(cfg)
     tok_dir = tokenizer_dir(cfg, weights_dir)
     tokenizer = load_tokenizer(tok_dir)
-    prompts = load_prompt_file(cfg.data.prompt_file) if cfg.data.prompt_file else DEFAULT_PROMPTS
+    prompts = load_prompt_file(resolve_path(cfg.data.prompt_file)) if cfg.data.prompt_file else DEFAULT_PROMPTS
 
     train_path = Path(cfg.data.train) if cfg.data.train else synthetic_data(cfg, out / "data")
     records = load_records(train_path, cfg.data.image_root, log)
