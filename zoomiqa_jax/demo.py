@@ -139,7 +139,7 @@ def evaluate(checkpoint: Path, labels: Path, out: Path, *, max_new_tokens: int, 
 def readout_srcc(checkpoint: Path, labels: Path, seed: int) -> dict[str, Any]:
     """The digit read-out (`inference.readout`: expected rating over the tokens "1".."5" right after the answer
     is opened) on the held-out set: it scores every image even when the model writes no valid answer, so it
-    measures where a random model stands (chance)."""
+    shows where an untrained model stands."""
     import numpy as np
 
     from zoomiqa_jax.checkpoint.hf import load_hf
@@ -183,7 +183,8 @@ def write_report(out: Path, rows: list[dict[str, Any]], grpo_history: list[dict[
         lines += ["", "A random model writes no valid answer, so its protocol correlations are n/a. Where it stands "
                   "is shown by the digit read-out (expected rating over the tokens \"1\"..\"5\" right after "
                   f"`<answer>{{\"rating\": `, one forward per image): SRCC {_f(readout.get('srcc'))}, PLCC "
-                  f"{_f(readout.get('plcc'))} (chance level)."]
+                  f"{_f(readout.get('plcc'))}. That is no learned skill: darkening alone shifts an untrained network's "
+                  "digit probabilities."]
     if grpo_history:
         lines += ["", "## GRPO steps", "",
                   "| step | reward | format | score | rank | crop rate | KL-Cov active | unique ratings |",
@@ -273,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, progress=not args.no_progress)
     print(f"\nheld-out set, {summary['stages'][0]['n']} images ({summary['seconds']} s in all):")
     r = summary["random_init_readout"]
-    print(f"  random init: digit read-out SRCC {_f(r.get('srcc'))} (chance; it writes no valid answer)")
+    print(f"  random init: digit read-out SRCC {_f(r.get('srcc'))} (untrained; it writes no valid answer)")
     for r in summary["stages"]:
         print(f"  {r['stage']:<12} valid format {r['valid']}/{r['n']}, PLCC {_f(r['plcc'])}, SRCC {_f(r['srcc'])}")
     if summary["grpo_history"]:
