@@ -3,16 +3,13 @@ uninterrupted run of the same length (issue 5, must-show 2). Also the data strea
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from tests.train.kill_resume import REPO, assert_same_params, cpu_env, kill_after_checkpoint, saved_params
 from zoomiqa_jax.data.trajectories import build_demo_set
 
 SHORT_PROMPTS = """zoomiqa_stage1: |-
@@ -39,54 +36,18 @@ def _argv(data: Path, out: Path, steps: int) -> list[str]:
             "--no-progress"]
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-    return env
-
-
-def _final_params(out: Path, step: int) -> dict[str, np.ndarray]:
-    import jax
-    from flax import nnx
-
-    from zoomiqa_jax.checkpoint.orbax_io import load_orbax
-
-    model, _ = load_orbax(out / "checkpoints", step=step)
-    leaves = jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))[0]
-    return {jax.tree_util.keystr(path): np.asarray(v) for path, v in leaves}
-
-
 @pytest.mark.slow
 def test_sigkill_and_resume_is_bit_identical(sft_data: Path, tmp_path: Path) -> None:
-    repo = Path(__file__).resolve().parents[2]
     steps = 10
     straight = tmp_path / "straight"
-    subprocess.run(_argv(sft_data, straight, steps), cwd=repo, env=_env(), check=True, capture_output=True)
+    subprocess.run(_argv(sft_data, straight, steps), cwd=REPO, env=cpu_env(), check=True, capture_output=True)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_argv(sft_data, killed, steps), cwd=repo, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    try:
-        while not (killed / "checkpoints" / "4").is_dir():  # a committed step directory appears atomically
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.time() < deadline, "no checkpoint within 10 minutes"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    saved = sorted(int(p.name) for p in (killed / "checkpoints").iterdir() if p.name.isdigit())
-    assert steps not in saved, f"the run was not killed mid-run: saved steps {saved}"
-
-    resumed = subprocess.run(_argv(sft_data, killed, steps), cwd=repo, env=_env(), check=True,
+    kill_after_checkpoint(_argv(sft_data, killed, steps), killed, 4, steps)
+    resumed = subprocess.run(_argv(sft_data, killed, steps), cwd=REPO, env=cpu_env(), check=True,
                              capture_output=True, text=True)
     assert "resumed from" in resumed.stdout
-
-    a, b = _final_params(straight, steps), _final_params(killed, steps)
-    assert a.keys() == b.keys()
-    for key in a:
-        assert np.array_equal(a[key], b[key]), f"{key} differs after resume"
+    assert_same_params(saved_params(straight, steps), saved_params(killed, steps))
 
 
 def test_stream_is_a_pure_function_of_the_position(sft_data: Path) -> None:

@@ -42,7 +42,7 @@ from zoomiqa_jax.parallel.mesh import initialize_distributed, make_mesh
 from zoomiqa_jax.parallel.rules import state_shardings
 from zoomiqa_jax.train.config import resolve_path
 from zoomiqa_jax.train.grpo_config import GrpoTrainConfig
-from zoomiqa_jax.train.sft_loop import load_model, to_global, tokenizer_dir
+from zoomiqa_jax.train.sft_loop import export_final, load_model, to_global, tokenizer_dir
 
 HOST_ONLY = ("sample_logp", "image_grid_thw", "image_counts", "patch_mask")  # rollout-batch keys the step ignores
 RECIPE_TASK = {"qinsight": "qinsight_score", "visualquality_r1": "vqr1_score"}
@@ -175,7 +175,6 @@ def vision_mask(params: Any) -> Any:
 
 def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str], None] | None = None) -> GrpoResult:
     """Train as configured (module docstring); resumes from the latest checkpoint in the checkpoint directory."""
-    from zoomiqa_jax.checkpoint.hf import save_hf
     from zoomiqa_jax.inference.engine import Buckets
     from zoomiqa_jax.inference.rounds import ImageItem, SamplingSettings
     from zoomiqa_jax.inference.single_turn import run_single_turn
@@ -356,11 +355,7 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
         logger.close()
         ckpt.close()
 
-    final = None
-    if cfg.run.export_hf and jax.process_index() == 0:
-        final = save_hf(nnx.merge(graphdef, jax.device_get(params)), out / "final", tokenizer_dir=tok_dir,
-                        overwrite=True)
-        log(f"final weights (HF format): {final}")
+    final = export_final(graphdef, params, out / "final", tok_dir, log) if cfg.run.export_hf else None
     return GrpoResult(step=step, out_dir=out, final_hf=final, history=history, resumed_from=resumed_from,
                       params=params)
 

@@ -250,6 +250,17 @@ def to_global(batch: dict, shardings: dict) -> dict:
     return out
 
 
+def export_final(graphdef: Any, params: Any, out_dir: Path, tok_dir: Path, log: Callable[[str], None]) -> Path | None:
+    """The trained weights as an HF checkpoint in `out_dir` (with the tokenizer); process 0 only."""
+    from zoomiqa_jax.checkpoint.hf import save_hf
+
+    if jax.process_index() != 0:
+        return None
+    final = save_hf(nnx.merge(graphdef, jax.device_get(params)), out_dir, tokenizer_dir=tok_dir, overwrite=True)
+    log(f"final weights (HF format): {final}")
+    return final
+
+
 # ------------------------------------------------------------------------------------------ the run
 @dataclasses.dataclass
 class SFTResult:
@@ -263,7 +274,6 @@ class SFTResult:
 
 def run_sft(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None] | None = None) -> SFTResult:
     """Train as configured (module docstring); resumes from the latest checkpoint in the checkpoint directory."""
-    from zoomiqa_jax.checkpoint.hf import save_hf
     from zoomiqa_jax.processing.prompts import DEFAULT_PROMPTS, load_prompt_file
     from zoomiqa_jax.processing.tokenizer import load_tokenizer
     from zoomiqa_jax.train.checkpointing import TrainCheckpointer, abstract_like, write_model_metadata
@@ -385,11 +395,7 @@ def run_sft(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], Non
         logger.close()
         ckpt.close()
 
-    final = None
-    if cfg.run.export_hf and jax.process_index() == 0:
-        model = nnx.merge(graphdef, jax.device_get(params))
-        final = save_hf(model, out / "final", tokenizer_dir=tok_dir, overwrite=True)
-        log(f"final weights (HF format): {final}")
+    final = export_final(graphdef, params, out / "final", tok_dir, log) if cfg.run.export_hf else None
     return SFTResult(step=step, out_dir=out, final_hf=final, last_metrics=last, resumed_from=resumed_from,
                      params=params)
 

@@ -1,0 +1,56 @@
+"""Shared by the SIGKILL resume tests: run a training command, kill it once a checkpoint step is committed, read
+the parameters a run saved."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cpu_env() -> dict[str, str]:
+    """The environment of a training subprocess: CPU, one device, this checkout importable."""
+    return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
+                XLA_FLAGS="--xla_force_host_platform_device_count=1")
+
+
+def kill_after_checkpoint(argv: list[str], out: Path, step: int, final_step: int, timeout: float = 600) -> None:
+    """Start `argv`, SIGKILL it as soon as `out/checkpoints/<step>` exists (a committed step directory appears
+    atomically), and check that it died mid-run (the final step was never saved)."""
+    proc = subprocess.Popen(argv, cwd=REPO, env=cpu_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    try:
+        while not (out / "checkpoints" / str(step)).is_dir():
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.time() < deadline, f"no checkpoint within {timeout} s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    saved = sorted(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit())
+    assert final_step not in saved, f"the run was not killed mid-run: saved steps {saved}"
+
+
+def saved_params(out: Path, step: int) -> dict[str, np.ndarray]:
+    """Every parameter of the run's checkpoint at `step`, by path."""
+    import jax
+    from flax import nnx
+
+    from zoomiqa_jax.checkpoint.orbax_io import load_orbax
+
+    model, _ = load_orbax(out / "checkpoints", step=step)
+    leaves = jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))[0]
+    return {jax.tree_util.keystr(path): np.asarray(v) for path, v in leaves}
+
+
+def assert_same_params(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert np.array_equal(a[key], b[key]), f"{key} differs after resume"
