@@ -20,7 +20,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny random HF checkpoint and a synthetic labelled set of 6 small images, one of them corrupt."""
     from zoomiqa_jax.data.degrade import generate_degradation_set
     from zoomiqa_jax.data.synthetic import write_scenes
-    from zoomiqa_jax.demo import make_demo_checkpoint
+    from zoomiqa_jax.demo import make_random_checkpoint
 
     root = tmp_path_factory.mktemp("eval")
     write_scenes(root / "scenes", N_IMAGES, seed=0)
@@ -28,7 +28,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     labels = root / "images" / "labels.jsonl"
     first = json.loads(labels.read_text().splitlines()[0])
     (root / "images" / first["image"]).write_bytes(b"\x89PNG truncated")  # counted, never fatal
-    return {"root": root, "checkpoint": make_demo_checkpoint(root / "ckpt", 0), "labels": labels}
+    return {"root": root, "checkpoint": make_random_checkpoint(root / "ckpt", 0), "labels": labels}
 
 
 def _argv(ws: dict[str, Path], out: Path, *extra: str) -> list[str]:
