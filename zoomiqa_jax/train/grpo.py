@@ -33,7 +33,7 @@ from jax.sharding import Mesh
 
 from zoomiqa_jax.parallel.rules import DEFAULT_RULES, MeshAxes, batch_sharding, state_shardings
 from zoomiqa_jax.train.grpo_loss import GrpoLossConfig, grpo_loss
-from zoomiqa_jax.train.step import batch_shardings, make_train_step
+from zoomiqa_jax.train.step import batch_logits, batch_shardings, make_train_step
 
 
 def token_logprobs(logits: jax.Array, input_ids: jax.Array) -> jax.Array:
@@ -51,13 +51,7 @@ def slot_logits(logits: jax.Array, positions: jax.Array) -> jax.Array:
 
 def policy_outputs(model: nnx.Module, batch: Mapping[str, Any]) -> tuple[jax.Array, jax.Array]:
     """(token log-probs [N, T], candidate-slot logits [N, K, V]) of the model on a rollout batch."""
-    logits = model(
-        batch["input_ids"],
-        batch["attention_mask"],
-        batch.get("pixel_values"),
-        position_ids=batch["position_ids"],
-        vision_meta=batch.get("vision_meta"),
-    )
+    logits = batch_logits(model, batch)
     return token_logprobs(logits, batch["input_ids"]), slot_logits(logits, batch["logit_positions"])
 
 

@@ -194,7 +194,7 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
         trajectory_problem,
     )
     from zoomiqa_jax.train.sampler import ProgressiveSampler, ResampleStage
-    from zoomiqa_jax.train.step import batch_shardings
+    from zoomiqa_jax.train.step import batch_logits, batch_shardings
 
     log = log or functools.partial(print, flush=True)
     initialize_distributed()
@@ -240,7 +240,7 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
             compiled[key] = make_old_policy(graphdef, params, mesh=mesh, batch_example=batch)
         return compiled[key]
 
-    ref_logp_fn = jax.jit(lambda p, b: token_logprobs(_logits(graphdef, p, b), b["input_ids"]))
+    ref_logp_fn = jax.jit(lambda p, b: token_logprobs(batch_logits(nnx.merge(graphdef, p), b), b["input_ids"]))
 
     opt_state = jax.jit(tx.init)(params)
     ckpt = TrainCheckpointer.from_config(cfg)
@@ -365,12 +365,6 @@ def _shape_key(batch: dict) -> tuple:
     meta = batch.get("vision_meta")
     return (tuple(sorted((k, np.shape(v)) for k, v in batch.items() if k != "vision_meta")),
             None if meta is None else (np.shape(meta.window_index), meta.full_chunk))
-
-
-def _logits(graphdef: Any, params: Any, batch: dict) -> jax.Array:
-    model = nnx.merge(graphdef, params)
-    return model(batch["input_ids"], batch["attention_mask"], batch.get("pixel_values"),
-                 position_ids=batch["position_ids"], vision_meta=batch.get("vision_meta"))
 
 
 def _question_seed(seed: int, dataset: str, index: int) -> int:

@@ -23,7 +23,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from zoomiqa_jax.parallel.rules import DEFAULT_RULES, MeshAxes
-from zoomiqa_jax.train.step import make_train_step
+from zoomiqa_jax.train.step import batch_logits, make_train_step
 
 IGNORE = -100
 
@@ -44,14 +44,7 @@ def sft_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, dict[str,
 
 def forward_loss(model: nnx.Module, batch: Mapping[str, Any]) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Model forward on a prepared batch (see `zoomiqa_jax.train.sft_data`) and its SFT loss."""
-    logits = model(
-        batch["input_ids"],
-        batch["attention_mask"],
-        batch.get("pixel_values"),
-        position_ids=batch["position_ids"],
-        vision_meta=batch.get("vision_meta"),
-    )
-    return sft_loss(logits, batch["labels"])
+    return sft_loss(batch_logits(model, batch), batch["labels"])
 
 
 def make_sft_step(

@@ -22,6 +22,18 @@ from zoomiqa_jax.parallel.rules import DEFAULT_RULES, MeshAxes, batch_sharding, 
 LossFn = Callable[[nnx.Module, Mapping[str, Any]], tuple[jax.Array, dict[str, jax.Array]]]
 
 
+def batch_logits(model: nnx.Module, batch: Mapping[str, Any]) -> jax.Array:
+    """The model's logits [rows, T, vocab] on a prepared training batch (`input_ids`, `attention_mask`,
+    `position_ids`, and `pixel_values` / `vision_meta` when it has images): the forward every loss uses."""
+    return model(
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch.get("pixel_values"),
+        position_ids=batch["position_ids"],
+        vision_meta=batch.get("vision_meta"),
+    )
+
+
 def _batch_ways(mesh: Mesh, rules: Mapping[str, MeshAxes]) -> int:
     names = rules["batch"]
     names = (names,) if isinstance(names, str) else tuple(names or ())
