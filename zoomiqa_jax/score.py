@@ -31,8 +31,9 @@ class CheckpointError(ValueError):
     """A --checkpoint directory that is neither an HF nor an orbax checkpoint."""
 
 
-def load_checkpoint(path: str | Path, dtype: Any = None) -> tuple[Any, Any, Path]:
-    """Load an HF directory (config.json + *.safetensors) or an orbax checkpoint (imported lazily).
+def load_checkpoint(path: str | Path, dtype: Any = None, param_dtype: Any = None) -> tuple[Any, Any, Path]:
+    """Load an HF directory (config.json + *.safetensors) or an orbax checkpoint (imported lazily), with compute
+    `dtype` (default float32) and parameters cast to `param_dtype` (default: as stored).
 
     Returns (model, config, metadata directory): the last holds config.json and, normally, the tokenizer.
     Raises CheckpointError naming the directory when it is neither.
@@ -46,7 +47,7 @@ def load_checkpoint(path: str | Path, dtype: Any = None) -> tuple[Any, Any, Path
     if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
         from zoomiqa_jax.checkpoint.hf import load_hf
 
-        model, config = load_hf(path, dtype=dtype)
+        model, config = load_hf(path, dtype=dtype, param_dtype=param_dtype)
         return model, config, path
     from zoomiqa_jax.checkpoint.hf import ConversionError
     from zoomiqa_jax.checkpoint.orbax_io import load_orbax, locate_orbax
@@ -58,7 +59,7 @@ def load_checkpoint(path: str | Path, dtype: Any = None) -> tuple[Any, Any, Path
             f"checkpoint {path}: expected an HF directory (config.json + *.safetensors) or an orbax "
             f"checkpoint ({err})"
         ) from err
-    model, config = load_orbax(path, dtype=dtype)
+    model, config = load_orbax(path, dtype=dtype, param_dtype=param_dtype)
     return model, config, location.meta_dir
 
 

@@ -68,31 +68,23 @@ PATCH_BUCKETS = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 
 # ------------------------------------------------------------------------------------------ model + tokenizer
 def load_model(cfg: TrainConfig) -> tuple[Qwen25VL, ModelConfig, Path | None]:
-    """The model of `cfg.model` (random from run.seed, or loaded), with the parallel.* execution switches, and the
-    directory its weights came from (None for a random init)."""
-    from zoomiqa_jax.checkpoint.hf import load_hf
-    from zoomiqa_jax.checkpoint.orbax_io import load_orbax
+    """The model of `cfg.model` (random from run.seed, or an HF / orbax checkpoint read by
+    `zoomiqa_jax.score.load_checkpoint`), with the parallel.* execution switches, and the directory holding the
+    checkpoint's config.json and tokenizer (None for a random init)."""
+    from zoomiqa_jax.score import CheckpointError, load_checkpoint
 
     dtype, param_dtype = jnp.dtype(cfg.model.dtype), jnp.dtype(cfg.model.param_dtype)
     if not cfg.model.weights:
         config = cfg.model.resolve()
         model = Qwen25VL(config, rngs=nnx.Rngs(cfg.run.seed), dtype=dtype, param_dtype=param_dtype)
-        source = None
+        meta_dir = None
     else:
-        source = Path(cfg.model.weights)
-        if not source.exists():
-            raise FileNotFoundError(f"model.weights: {source} does not exist")
-        hf = (source / "config.json").exists() and any(source.glob("*.safetensors*"))
-        if hf:
-            model, config = load_hf(source, dtype, param_dtype)
-        else:
-            model, config = load_orbax(source, dtype=dtype, param_dtype=param_dtype)
-    set_execution = getattr(model, "set_execution", None)
-    if set_execution is not None:
-        set_execution(remat=cfg.parallel.remat, scan_layers=cfg.parallel.scan_layers)
-    elif cfg.parallel.remat != "none" or cfg.parallel.scan_layers:
-        raise NotImplementedError("parallel.remat / parallel.scan_layers need Qwen25VL.set_execution")
-    return model, config, source
+        try:
+            model, config, meta_dir = load_checkpoint(cfg.model.weights, dtype, param_dtype)
+        except CheckpointError as err:
+            raise CheckpointError(f"model.weights: {err}") from None
+    model.set_execution(remat=cfg.parallel.remat, scan_layers=cfg.parallel.scan_layers)
+    return model, config, meta_dir
 
 
 def tokenizer_dir(cfg: TrainConfig, weights_dir: Path | None) -> Path:
