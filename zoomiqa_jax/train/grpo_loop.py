@@ -42,7 +42,7 @@ from zoomiqa_jax.parallel.mesh import initialize_distributed, make_mesh
 from zoomiqa_jax.parallel.rules import state_shardings
 from zoomiqa_jax.train.config import resolve_path
 from zoomiqa_jax.train.grpo_config import GrpoTrainConfig
-from zoomiqa_jax.train.sft_loop import export_final, load_model, to_global, tokenizer_dir
+from zoomiqa_jax.train.sft_loop import export_final, load_model, synthetic_data, to_global, tokenizer_dir
 
 HOST_ONLY = ("sample_logp", "image_grid_thw", "image_counts", "patch_mask")  # rollout-batch keys the step ignores
 RECIPE_TASK = {"qinsight": "qinsight_score", "visualquality_r1": "vqr1_score"}
@@ -85,22 +85,10 @@ def load_datasets(cfg: GrpoTrainConfig, out: Path, log: Callable[[str], None]) -
 
 
 def synthetic_labels(cfg: GrpoTrainConfig, out: Path) -> Path:
-    """The demo's synthetic degraded set (`data.synthetic_images` images, seed `data.seed`); made once."""
-    from zoomiqa_jax.data.degrade import generate_degradation_set
-    from zoomiqa_jax.data.synthetic import write_scenes
-    from zoomiqa_jax.data.trajectories import DEMO_KINDS
-
-    labels = out / "degraded" / "labels.jsonl"
-    stamp = out / "settings.txt"
-    settings = f"images={cfg.data.synthetic_images} size={cfg.data.synthetic_size} seed={cfg.data.seed}\n"
-    if labels.exists() and stamp.exists() and stamp.read_text() == settings:
-        return labels
-    if jax.process_index() == 0:
-        write_scenes(out / "scenes", cfg.data.synthetic_images, seed=cfg.data.seed)
-        generate_degradation_set(out / "scenes", out / "degraded", cfg.data.seed,
-                                 resize_short=cfg.data.synthetic_size, progress=False, kinds=DEMO_KINDS)
-        stamp.write_text(settings)
-    return labels
+    """The labels of the demo's synthetic degraded set: the images `train.sft_loop.synthetic_data` makes (the same
+    seed, size and kinds as the SFT stage's), made once."""
+    synthetic_data(cfg, out)
+    return out / "degraded" / "labels.jsonl"
 
 
 class ImageCache:
@@ -335,7 +323,7 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
             skipped = int(nonfinite_count(opt_state))
             check_nonfinite_budget(skipped, cfg.run.max_nonfinite, step)
             step += 1
-            values = _step_values(step_metrics, rewards, trajs, rollout_metrics(trajs))
+            values = _step_values(step_metrics, rewards, rollout_metrics(trajs))
             values["rollout/dropped"] = float(dropped)
             updates = int(optimizer_step(opt_state))
             values.update(lr=float(schedule(max(updates - 1, 0))), updates=updates, nonfinite=skipped,
@@ -397,7 +385,7 @@ def _single_turn(run: Callable, policy: Any, tokenizer: Any, items: list, tasks:
     return out
 
 
-def _step_values(step_metrics: list[dict[str, float]], rewards: dict[str, np.ndarray], trajs: Sequence[Any],
+def _step_values(step_metrics: list[dict[str, float]], rewards: dict[str, np.ndarray],
                  rollout: dict[str, float]) -> dict[str, float]:
     """One metrics line: the loss metrics (mean over the step's micro-steps, KL-Coverage activity as the fraction
     of micro-steps where it acted), rewards by component, rollout statistics, unique-score ratio."""
