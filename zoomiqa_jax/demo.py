@@ -156,6 +156,22 @@ def readout_srcc(checkpoint: Path, labels: Path, seed: int) -> dict[str, Any]:
     return score_metrics(preds, np.asarray([r.mos for r in records], np.float32)).to_dict()
 
 
+def heldout_reward(cfg: Any, checkpoint: Path, labels: Path, seed: int) -> dict[str, float]:
+    """The GRPO reward of `checkpoint` on the held-out images (`train.grpo_loop.sampled_reward`: the GRPO run's
+    group size, temperature and reward, a fixed sampling seed), so that the SFT and the GRPO weights are compared
+    on the same images and random draws."""
+    from zoomiqa_jax.data.labels import load_labels
+    from zoomiqa_jax.processing.prompts import load_prompt_file
+    from zoomiqa_jax.processing.tokenizer import load_tokenizer
+    from zoomiqa_jax.score import load_checkpoint
+    from zoomiqa_jax.train.grpo_loop import sampled_reward
+
+    model, _, meta_dir = load_checkpoint(checkpoint, "float32", "float32")
+    records = load_labels(labels, fmt="plain").records
+    return sampled_reward(cfg, model, load_tokenizer(meta_dir), records, seed=seed + 7,
+                          prompts=load_prompt_file(DEMO_PROMPTS))
+
+
 def _row(stage: str, m: dict[str, Any], seconds: float) -> dict[str, Any]:
     s = m["scores"]
     return {"stage": stage, "n": m["n"], "valid": m["n_valid"], "plcc": s.get("plcc"), "srcc": s.get("srcc"),
@@ -167,7 +183,8 @@ def _f(x: float | None) -> str:
 
 
 def write_report(out: Path, rows: list[dict[str, Any]], grpo_history: list[dict[str, float]],
-                 total_s: float, readout: dict[str, Any] | None = None) -> Path:
+                 total_s: float, readout: dict[str, Any] | None = None,
+                 sampled: dict[str, dict[str, float]] | None = None) -> Path:
     lines = ["# zoomiqa demo", "",
              f"Held-out set: {rows[0]['n']} synthetic degraded images the training never saw. Zoom-IQA protocol, "
              "greedy, up to two rounds; an answer that does not parse counts as invalid and is left out of the "
@@ -185,6 +202,19 @@ def write_report(out: Path, rows: list[dict[str, Any]], grpo_history: list[dict[
                   f"`<answer>{{\"rating\": `, one forward per image): SRCC {_f(readout.get('srcc'))}, PLCC "
                   f"{_f(readout.get('plcc'))}. That is no learned skill: darkening alone shifts an untrained network's "
                   "digit probabilities."]
+    if sampled:
+        n = int(next(iter(sampled.values()))["n"])
+        lines += ["", "## Held-out GRPO reward", "",
+                  f"The GRPO reward (supp. Eq. 6) on the held-out images: {n} trajectories sampled as in training "
+                  "(temperature 1, a group per image, the rank reward within chunks of the training batch size), with "
+                  "the same images and the same random seed for both checkpoints. The reward logged at each "
+                  "training step below is noisier: every step draws other images, and the later re-sampling stage "
+                  "changes which.", "",
+                  "| weights | reward | format | score | rank | rating parsed |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for name, r in sampled.items():
+            lines.append(f"| {name} | {r['reward/total']:.3f} | {r['reward/format']:.3f} | {r['reward/score']:.3f} | "
+                         f"{r['reward/rank']:.3f} | {r['rating/valid_rate']:.3f} |")
     if grpo_history:
         lines += ["", "## GRPO steps", "",
                   "| step | reward | format | score | rank | crop rate | KL-Cov active | unique ratings |",
@@ -237,26 +267,30 @@ def run_demo(out: Path, *, train_images: int = 256, eval_images: int = 48, sft_s
                      t_sft + time.perf_counter() - t))
 
     history: list[dict[str, float]] = []
+    sampled: dict[str, dict[str, float]] = {}
     if grpo_steps:
-        print(f"[5/{n_stages}] GRPO from the SFT weights: {grpo_steps} steps", flush=True)
-        t = time.perf_counter()
         grpo_cfg = load_grpo_config(None, _argv({
             **GRPO_OVERRIDES, "model.config": "tiny", "model.weights": str(sft.final_hf),
             "data.prompt_file": str(DEMO_PROMPTS), "grpo.datasets": f"[{out / 'data' / 'degraded' / 'labels.jsonl'}]",
             "grpo.label_format": "plain", "run.steps": str(grpo_steps), "run.seed": str(seed),
             "data.seed": str(seed), "run.out_dir": str(out / "grpo")}))
+        print(f"[5/{n_stages}] held-out GRPO reward of the SFT weights; GRPO from them: {grpo_steps} steps",
+              flush=True)
+        t = time.perf_counter()
+        sampled["SFT"] = heldout_reward(grpo_cfg, sft.final_hf, heldout, seed)
         grpo = run_grpo(grpo_cfg, progress=progress)
         history = grpo.history
         t_grpo = time.perf_counter() - t
-        print(f"[6/{n_stages}] held-out eval after GRPO", flush=True)
+        print(f"[6/{n_stages}] held-out eval and GRPO reward after GRPO", flush=True)
         t = time.perf_counter()
         rows.append(_row("SFT + GRPO", evaluate(grpo.final_hf, heldout, out / "eval" / "grpo", **eval_kw),
                          t_grpo + time.perf_counter() - t))
+        sampled["SFT + GRPO"] = heldout_reward(grpo_cfg, grpo.final_hf, heldout, seed)
 
     total = time.perf_counter() - t0
-    report = write_report(out, rows, history, total, readout)
-    summary = {"stages": rows, "random_init_readout": readout, "grpo_history": history, "seconds": round(total, 1),
-               "report": str(report)}
+    report = write_report(out, rows, history, total, readout, sampled)
+    summary = {"stages": rows, "random_init_readout": readout, "heldout_reward": sampled, "grpo_history": history,
+               "seconds": round(total, 1), "report": str(report)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -277,9 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  random init: digit read-out SRCC {_f(r.get('srcc'))} (untrained; it writes no valid answer)")
     for r in summary["stages"]:
         print(f"  {r['stage']:<12} valid format {r['valid']}/{r['n']}, PLCC {_f(r['plcc'])}, SRCC {_f(r['srcc'])}")
-    if summary["grpo_history"]:
-        h = summary["grpo_history"]
-        print(f"  GRPO mean reward: first step {h[0]['reward/total']:.3f}, last step {h[-1]['reward/total']:.3f}")
+    sampled = summary["heldout_reward"]
+    if sampled:
+        before, after = sampled["SFT"]["reward/total"], sampled["SFT + GRPO"]["reward/total"]
+        print(f"  held-out GRPO reward (same samples' seed): SFT {before:.3f} -> SFT + GRPO {after:.3f}")
     print(f"report: {summary['report']}")
     return 0
 

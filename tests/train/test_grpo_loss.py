@@ -288,3 +288,5 @@ def test_config_rejects_unknown_modes():
         GrpoLossConfig(kl_cov="clip_cov")
     with pytest.raises(ValueError, match="klc_top_p"):
         GrpoLossConfig(klc_top_p=0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        GrpoLossConfig(temperature=0.0)

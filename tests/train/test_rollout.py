@@ -203,6 +203,37 @@ def test_logprobs_reproduce_the_sampling_context(tok, model):
     np.testing.assert_allclose(np.asarray(logp)[mask], batch["sample_logp"][mask], atol=1e-4, rtol=0)
 
 
+def test_tempered_logprobs_are_the_sampling_distribution(tok, model):
+    """Rollouts at temperature T < 1 are drawn from softmax(filter_logits(logits, T)) (the engine's candidates
+    with top-k 0, top-p 1); the loss, pi_old and the reference must take log-probs of that same distribution."""
+    import jax
+    import jax.numpy as jnp
+
+    from zoomiqa_jax.inference.sampling import filter_logits
+    from zoomiqa_jax.train.grpo import make_old_policy
+    from zoomiqa_jax.train.step import batch_logits
+
+    settings = SamplingSettings(max_new_tokens=8, temperature=0.6, seed=4, buckets=BUCKETS)
+    item = ImageItem("real.png", image(56, 84, 6), index=0, question="How good is this image?")
+    traj = run_zoomiqa(model, tok, [item], settings, max_turns=1)[0]
+    batch = build_rollout_batch([traj], [item.image], np.zeros(1), tok, CFG, **SIZES, seq_buckets=SEQ,
+                                patch_buckets=PATCHES, pad_token_id=CFG.bos_token_id)
+    for key in ("sample_logp", "image_grid_thw", "image_counts", "patch_mask"):
+        batch.pop(key, None)
+    logits = batch_logits(model, batch)
+    sampler_logp = jax.nn.log_softmax(filter_logits(logits, 0.6, 0, 1.0), axis=-1)
+    want = np.asarray(jnp.take_along_axis(sampler_logp[:, :-1], batch["input_ids"][:, 1:, None], axis=-1)[..., 0])
+    mask = batch["loss_mask"].astype(bool)[:, 1:]
+    logp, slots = policy_outputs(model, batch, 0.6)
+    np.testing.assert_allclose(np.asarray(logp)[:, 1:][mask], want[mask], atol=1e-5, rtol=0)
+    untempered, raw_slots = policy_outputs(model, batch)
+    assert np.abs(np.asarray(untempered - logp)[:, 1:][mask]).max() > 1e-3  # the temperature is not a no-op
+    np.testing.assert_allclose(np.asarray(slots), np.asarray(raw_slots) / 0.6, rtol=1e-6, atol=1e-6)
+    graphdef, params = nnx.split(model, nnx.Param)
+    old = make_old_policy(graphdef, params, temperature=0.6)(params, batch)
+    np.testing.assert_allclose(np.asarray(old["old_logp"]), np.asarray(logp), atol=1e-6, rtol=0)
+
+
 def test_refusals_name_the_image(tok, scripted_trajs):
     trajs, originals = scripted_trajs
     kw = dict(seq_buckets=SEQ, patch_buckets=PATCHES, pad_token_id=CFG.bos_token_id, **SIZES)

@@ -49,9 +49,14 @@ def slot_logits(logits: jax.Array, positions: jax.Array) -> jax.Array:
     return jnp.take_along_axis(logits, idx[..., None], axis=1)
 
 
-def policy_outputs(model: nnx.Module, batch: Mapping[str, Any]) -> tuple[jax.Array, jax.Array]:
-    """(token log-probs [N, T], candidate-slot logits [N, K, V]) of the model on a rollout batch."""
+def policy_outputs(model: nnx.Module, batch: Mapping[str, Any], temperature: float = 1.0
+                   ) -> tuple[jax.Array, jax.Array]:
+    """(token log-probs [N, T], candidate-slot logits [N, K, V]) of the model on a rollout batch, both of
+    softmax(logits / temperature): the distribution the rollouts were sampled from (verl's convention), so that
+    pi_theta, pi_old and the KL-Coverage term all refer to the sampling policy."""
     logits = batch_logits(model, batch)
+    if temperature != 1.0:
+        logits = logits.astype(jnp.float32) / temperature
     return token_logprobs(logits, batch["input_ids"]), slot_logits(logits, batch["logit_positions"])
 
 
@@ -61,7 +66,7 @@ def grpo_forward_loss(
     """Supp. Eq. 7 on a rollout batch. Without `old_logp` / `old_slot_logits` in the batch this is the first update
     of the batch: pi_old IS the current forward (stop-gradient), so the ratio is exactly 1 and the KL-Coverage
     penalty exactly 0, bit for bit. Later updates pass pi_old's outputs from `make_old_policy`."""
-    logp, slots = policy_outputs(model, batch)
+    logp, slots = policy_outputs(model, batch, config.temperature)
     old_logp, old_slots = batch.get("old_logp"), batch.get("old_slot_logits")
     if old_logp is None:
         old_logp, old_slots = jax.lax.stop_gradient(logp), jax.lax.stop_gradient(slots)
@@ -88,12 +93,13 @@ def make_old_policy(
     mesh: Mesh | None = None,
     batch_example: Mapping[str, Any] | None = None,
     rules: Mapping[str, MeshAxes] = DEFAULT_RULES,
+    temperature: float = 1.0,
 ) -> Callable:
-    """Jitted `(params, batch) -> {"old_logp", "old_slot_logits"}`: pi_old's outputs, before the updates.
-    Any `old_*` entries already in the batch are ignored."""
+    """Jitted `(params, batch) -> {"old_logp", "old_slot_logits"}`: pi_old's outputs (at the rollout `temperature`,
+    as the loss takes them), before the updates. Any `old_*` entries already in the batch are ignored."""
 
     def old(params: nnx.State, batch: Mapping[str, Any]) -> dict[str, jax.Array]:
-        logp, slots = policy_outputs(nnx.merge(graphdef, params), batch)
+        logp, slots = policy_outputs(nnx.merge(graphdef, params), batch, temperature)
         return dict(zip(OLD_KEYS, (logp, slots)))
 
     strip = lambda b: {k: v for k, v in b.items() if k not in OLD_KEYS}

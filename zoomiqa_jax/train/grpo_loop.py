@@ -163,26 +163,21 @@ def vision_mask(params: Any) -> Any:
 
 def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str], None] | None = None) -> GrpoResult:
     """Train as configured (module docstring); resumes from the latest checkpoint in the checkpoint directory."""
-    from zoomiqa_jax.inference.engine import Buckets
-    from zoomiqa_jax.inference.rounds import ImageItem, SamplingSettings
-    from zoomiqa_jax.inference.single_turn import run_single_turn
-    from zoomiqa_jax.inference.zoom import run_zoomiqa
     from zoomiqa_jax.processing.prompts import DEFAULT_PROMPTS, choose_question, load_prompt_file
     from zoomiqa_jax.processing.tokenizer import load_tokenizer
     from zoomiqa_jax.train.advantages import group_advantages
     from zoomiqa_jax.train.checkpointing import TrainCheckpointer, abstract_like, write_model_metadata
     from zoomiqa_jax.train.config import save_train_config
-    from zoomiqa_jax.train.grpo import OLD_KEYS, make_grpo_step, make_old_policy, token_logprobs
+    from zoomiqa_jax.train.grpo import OLD_KEYS, make_grpo_step, make_old_policy, policy_outputs
     from zoomiqa_jax.train.metrics_log import MetricsLogger, progress_bar, show_metrics
     from zoomiqa_jax.train.optim import check_nonfinite_budget, make_optimizer, nonfinite_count, optimizer_step
     from zoomiqa_jax.train.rollout import (
         build_rollout_batch,
-        group_stage1_generate,
         rollout_metrics,
         trajectory_problem,
     )
     from zoomiqa_jax.train.sampler import ProgressiveSampler, ResampleStage
-    from zoomiqa_jax.train.step import batch_logits, batch_shardings
+    from zoomiqa_jax.train.step import batch_shardings
 
     log = log or functools.partial(print, flush=True)
     initialize_distributed()
@@ -211,7 +206,7 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
     params = jax.device_put(params, p_shard)
     ref_params = jax.tree.map(jnp.copy, params) if g.ref_kl_beta > 0 else None
     del model
-    loss_cfg = g.loss_config()
+    loss_cfg = dataclasses.replace(g.loss_config(), temperature=ro.temperature)
 
     compiled: dict[tuple, Any] = {}
 
@@ -225,10 +220,11 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
     def old_fn(batch: dict) -> Callable:
         key = ("old", _shape_key(batch))
         if key not in compiled:
-            compiled[key] = make_old_policy(graphdef, params, mesh=mesh, batch_example=batch)
+            compiled[key] = make_old_policy(graphdef, params, mesh=mesh, batch_example=batch,
+                                            temperature=ro.temperature)
         return compiled[key]
 
-    ref_logp_fn = jax.jit(lambda p, b: token_logprobs(batch_logits(nnx.merge(graphdef, p), b), b["input_ids"]))
+    ref_logp_fn = jax.jit(lambda p, b: policy_outputs(nnx.merge(graphdef, p), b, ro.temperature)[0])
 
     opt_state = jax.jit(tx.init)(params)
     ckpt = TrainCheckpointer.from_config(cfg)
@@ -248,7 +244,6 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
         f"{cfg.data.batch_size} images x {g.group_size} samples; {micro_per_step} micro-step(s) per step; "
         f"mesh {dict(mesh.shape)}; out {out}")
 
-    buckets = Buckets(prompt_lengths=tuple(ro.prompt_buckets), new_tokens=tuple(ro.new_token_buckets))
     seq_buckets = tuple(ro.seq_buckets) or tuple(sorted({*ro.prompt_buckets,
                                                          *(a + b for a in ro.prompt_buckets
                                                            for b in ro.new_token_buckets)}))
@@ -262,22 +257,11 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
             dataset = next(d for d in datasets if d.name == draw.dataset)
             records = [dataset.records[i] for i in draw.indices]
             tasks = _tasks(cfg, draw.indices)
-            items = []
-            for b, (idx, rec) in enumerate(zip(draw.indices, records)):
-                question = choose_question(_question_seed(cfg.data.seed, draw.dataset, idx), rec.question, prompts)
-                for k in range(g.group_size):
-                    items.append(ImageItem(str(rec.image), images(rec.image), b * g.group_size + k, question))
-            settings = SamplingSettings(max_new_tokens=ro.max_new_tokens, temperature=ro.temperature, top_p=ro.top_p,
-                                        top_k=ro.top_k, seed=(cfg.run.seed * 100_003 + step) % (2**31 - 1),
-                                        max_pixels=cfg.data.max_pixels, buckets=buckets)
-            policy = nnx.merge(graphdef, params)
-            grouped = group_stage1_generate(g.group_size)
-            if g.recipe == "zoomiqa":
-                trajs = run_zoomiqa(policy, tokenizer, items, settings, max_turns=ro.max_turns, prompts=prompts,
-                                    stage1_generate_fn=grouped)
-            else:
-                trajs = _single_turn(run_single_turn, policy, tokenizer, items, tasks, g.group_size, settings,
-                                     prompts, grouped, g.recipe)
+            questions = [choose_question(_question_seed(cfg.data.seed, draw.dataset, idx), rec.question, prompts)
+                         for idx, rec in zip(draw.indices, records)]
+            settings = sampling_settings(cfg, (cfg.run.seed * 100_003 + step) % (2**31 - 1))
+            items, trajs = sample_groups(cfg, nnx.merge(graphdef, params), tokenizer, records, questions, tasks,
+                                         settings, prompts, images)
             t_roll = time.perf_counter() - t0
             rewards = compute_rewards(cfg, trajs, records, tasks, g.group_size)
             adv = np.asarray(group_advantages(rewards["total"])).reshape(-1)
@@ -346,6 +330,72 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
     final = export_final(graphdef, params, out / "final", tok_dir, log) if cfg.run.export_hf else None
     return GrpoResult(step=step, out_dir=out, final_hf=final, history=history, resumed_from=resumed_from,
                       params=params)
+
+
+# ------------------------------------------------------------------------------------------ sampling
+def sampling_settings(cfg: GrpoTrainConfig, seed: int) -> Any:
+    """The rollout sampling settings of `cfg.rollout` with this seed."""
+    from zoomiqa_jax.inference.engine import Buckets
+    from zoomiqa_jax.inference.rounds import SamplingSettings
+
+    ro = cfg.rollout
+    return SamplingSettings(max_new_tokens=ro.max_new_tokens, temperature=ro.temperature, top_p=ro.top_p,
+                            top_k=ro.top_k, seed=seed, max_pixels=cfg.data.max_pixels,
+                            buckets=Buckets(prompt_lengths=tuple(ro.prompt_buckets),
+                                            new_tokens=tuple(ro.new_token_buckets)))
+
+
+def sample_groups(cfg: GrpoTrainConfig, policy: Any, tokenizer: Any, records: Sequence[Any],
+                  questions: Sequence[str], tasks: Sequence[str], settings: Any, prompts: Any,
+                  images: Callable[[Path], Any] | None = None) -> tuple[list[Any], list[Any]]:
+    """`grpo.group_size` rollouts of each record with the recipe's protocol (the stage-1 prompt prefilled once per
+    image); returns (items, trajectories), image b's samples at rows b*G .. b*G+G-1."""
+    from zoomiqa_jax.inference.rounds import ImageItem
+    from zoomiqa_jax.inference.single_turn import run_single_turn
+    from zoomiqa_jax.inference.zoom import run_zoomiqa
+    from zoomiqa_jax.train.rollout import group_stage1_generate
+
+    group = cfg.grpo.group_size
+    images = images or ImageCache()
+    items = [ImageItem(str(rec.image), images(rec.image), b * group + k, question)
+             for b, (rec, question) in enumerate(zip(records, questions)) for k in range(group)]
+    grouped = group_stage1_generate(group)
+    if cfg.grpo.recipe == "zoomiqa":
+        trajs = run_zoomiqa(policy, tokenizer, items, settings, max_turns=cfg.rollout.max_turns, prompts=prompts,
+                            stage1_generate_fn=grouped)
+    else:
+        trajs = _single_turn(run_single_turn, policy, tokenizer, items, list(tasks), group, settings, prompts,
+                             grouped, cfg.grpo.recipe)
+    return items, trajs
+
+
+def sampled_reward(cfg: GrpoTrainConfig, policy: Any, tokenizer: Any, records: Sequence[Any], *, seed: int,
+                   prompts: Any = None) -> dict[str, float]:
+    """The recipe's mean reward on fixed images: `grpo.group_size` samples per image with the rollout settings and
+    a fixed seed, rewards computed per chunk of `data.batch_size` images exactly as in a training step. With the
+    same images and seed it compares two checkpoints without the step-to-step noise of the training reward
+    (whose images change every step). Returns the mean of each reward component, `rating/valid_rate` and
+    `n` (trajectories)."""
+    from zoomiqa_jax.processing.prompts import DEFAULT_PROMPTS, choose_question
+
+    prompts = prompts or DEFAULT_PROMPTS
+    group, size = cfg.grpo.group_size, cfg.data.batch_size
+    parts: dict[str, list[np.ndarray]] = {}
+    images = ImageCache()
+    for start in range(0, len(records), size):
+        chunk = list(records[start:start + size])
+        questions = [choose_question(_question_seed(cfg.data.seed, r.dataset, start + i), r.question, prompts)
+                     for i, r in enumerate(chunk)]
+        tasks = _tasks(cfg, range(start, start + len(chunk)))
+        settings = sampling_settings(cfg, (seed * 100_003 + start) % (2**31 - 1))
+        _, trajs = sample_groups(cfg, policy, tokenizer, chunk, questions, tasks, settings, prompts, images)
+        for name, arr in compute_rewards(cfg, trajs, chunk, tasks, group).items():
+            parts.setdefault(name, []).append(np.asarray(arr, np.float64).reshape(-1))
+    ratings = np.concatenate(parts.pop("rating"))
+    out = {f"reward/{name}": float(np.mean(np.concatenate(arrs))) for name, arrs in parts.items()}
+    out["rating/valid_rate"] = float(np.isfinite(ratings).mean())
+    out["n"] = float(len(ratings))
+    return out
 
 
 # ------------------------------------------------------------------------------------------ helpers

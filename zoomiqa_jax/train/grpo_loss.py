@@ -69,6 +69,7 @@ class GrpoLossConfig:
     kl_cov_ratio: float = 0.0002  # verl: fraction of all valid tokens penalized
     kl_cov_coef: float = 1.0  # verl: ppo_kl_coef
     ref_kl_beta: float = 0.0  # weight of the k3 KL to a frozen reference (0 = off)
+    temperature: float = 1.0  # rollout temperature: log-probs are of softmax(logits / temperature)
 
     def __post_init__(self) -> None:
         if self.loss_agg_mode not in LOSS_AGG_MODES:
@@ -82,6 +83,8 @@ class GrpoLossConfig:
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"GrpoLossConfig.{name}: expected a fraction in (0, 1], found {value}")
+        if not self.temperature > 0.0:
+            raise ValueError(f"GrpoLossConfig.temperature: expected > 0, found {self.temperature}")
         if not self.clip_eps >= 0.0:
             raise ValueError(f"GrpoLossConfig.clip_eps: expected >= 0, found {self.clip_eps}")
 
