@@ -39,10 +39,13 @@ def test_shipped_tiny_configs_are_the_demo_settings(name, overrides, loader):
     assert yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())  # valid YAML with comments
 
 
-@pytest.mark.slow  # the full default demo: about 8 minutes on the 2-core CI machine
+CI_GRPO_STEPS = 8  # the default demo's GRPO stage takes ~10 minutes; CI checks its mechanics on fewer steps
+
+
+@pytest.mark.slow  # the default demo with a shorter GRPO stage: about 9 minutes on the 2-core CI machine
 def test_demo_learns(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--no-progress"]) == 0
+    assert main(["demo", "--out", str(out), "--grpo-steps", str(CI_GRPO_STEPS), "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     init, sft, grpo = summary["stages"]
     # a random model writes no valid answer: counted as invalid, no correlation is made up
@@ -52,22 +55,29 @@ def test_demo_learns(tmp_path, capsys):
     assert sft["srcc"] >= 0.6, sft
     # GRPO ran from the SFT weights with the Zoom-IQA rewards: every step logged its rewards and rollout
     # statistics, KL-Coverage acted on the second pass over each batch, and the policy still answers validly.
-    # (Whether the reward rises within the demo's budget is reported in report.md, not asserted: it did not in
-    # our runs, see the README.)
+    # Whether the reward rises needs the default number of steps (README, docs/grpo.md), not asserted here.
     history = summary["grpo_history"]
-    assert len(history) == 12
-    assert all(0.0 <= h["reward/format"] <= 1.0 and h["rollout/count"] == 16 for h in history)
+    group = int(demo.GRPO_OVERRIDES["grpo.group_size"]) * int(demo.GRPO_OVERRIDES["data.batch_size"])
+    assert len(history) == CI_GRPO_STEPS
+    assert all(0.0 <= h["reward/format"] <= 1.0 and h["rollout/count"] == group for h in history)
     assert all(h["klcov/active_updates"] <= 0.5 for h in history)  # pass 1: exactly 0
     assert any(h["klcov/active_updates"] == 0.5 for h in history)  # pass 2: it acts
     assert any(h["klcov/value"] > 0 for h in history)
     assert grpo["valid"] >= 0.9 * grpo["n"] and grpo["srcc"] is not None
+    # the held-out GRPO reward of both checkpoints, on the same images and samples' seed
+    sampled = summary["heldout_reward"]
+    assert set(sampled) == {"SFT", "SFT + GRPO"}
+    for r in sampled.values():
+        assert r["n"] == sft["n"] * int(demo.GRPO_OVERRIDES["grpo.group_size"])
+        assert 0.0 <= r["reward/format"] <= 1.0 and 0.0 <= r["rating/valid_rate"] <= 1.0
+        assert r["reward/total"] == pytest.approx(r["reward/format"] + r["reward/score"] + 2 * r["reward/rank"])
     for name in ("report.md", "eval/sft/report.md", "sft/final/config.json", "grpo/final/config.json",
                  "sft/metrics.jsonl", "grpo/metrics.jsonl"):
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
-    assert "| SFT |" in report and "## GRPO steps" in report
+    assert "| SFT |" in report and "## GRPO steps" in report and "## Held-out GRPO reward" in report
     printed = capsys.readouterr().out
-    assert "SRCC" in printed and "GRPO mean reward" in printed and "digit read-out SRCC" in printed
+    assert "SRCC" in printed and "held-out GRPO reward" in printed and "digit read-out SRCC" in printed
     assert summary["random_init_readout"]["srcc"] is not None and abs(summary["random_init_readout"]["srcc"]) < 0.5
 
 
