@@ -370,3 +370,15 @@ def test_parsers_never_raise_on_hostile_inputs():
             parser(text)
     assert parse_zoomiqa_answer(hostile[5]).error == "malformed_json"  # over Python's int-digit limit
     assert parse_zoomiqa_answer(hostile[-1]).errors == ("invalid_rating",)  # a finite JSON int, inf as float
+
+
+def test_malformed_numbers_warn_nothing():
+    """Model text like "4.58in" makes `ast.literal_eval` emit SyntaxWarning; the lenient reader keeps it quiet
+    (the answer is counted as invalid, not printed during GRPO rollouts)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        answer = parse_zoomiqa_answer("<answer>{'rating': 4.58in, 'tool': 'final'}</answer>")
+    assert answer.rating is None
+    assert not [w for w in caught if issubclass(w.category, SyntaxWarning)], caught

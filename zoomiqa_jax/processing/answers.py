@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -386,8 +387,12 @@ def _lenient_candidates(span: str) -> list[str]:
 
 
 def _try(loader: object, text: str) -> object:
-    """`loader(text)`, or None on any failure: the never-raise boundary of the lenient reader."""
+    """`loader(text)`, or None on any failure: the never-raise boundary of the lenient reader. Compiler warnings
+    (`ast.literal_eval` on model text such as "4.58in" warns "invalid decimal literal") are silenced: a malformed
+    answer is counted as invalid, not printed."""
     try:
-        return loader(text)  # type: ignore[operator]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
+            return loader(text)  # type: ignore[operator]
     except Exception:  # json and ast raise ValueError, SyntaxError, RecursionError, MemoryError, ...
         return None
