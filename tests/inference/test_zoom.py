@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 from PIL import Image
 
+from tests.inference.replies import CROP, FINAL, STAGE2, ZERO_BOX
 from zoomiqa_jax.config import ModelConfig
 from zoomiqa_jax.inference.engine import Buckets, GenerateOutput
 from zoomiqa_jax.inference.rounds import ImageItem, SamplingSettings, encode_images
@@ -17,24 +18,12 @@ from zoomiqa_jax.inference.single_turn import run_comparisons, run_single_turn
 from zoomiqa_jax.inference.trajectory import SPLICE_MARK, Trajectory, count_invalid, splice_assistant_turn
 from zoomiqa_jax.inference.zoom import question_for, run_zoomiqa
 from zoomiqa_jax.model import Qwen25VL
-from zoomiqa_jax.processing.answers import STAGE1_SECTIONS, STAGE2_SECTIONS
 from zoomiqa_jax.processing.crop import crop_and_zoom, crop_box
 from zoomiqa_jax.processing.prompts import zoomiqa_stage1_messages, zoomiqa_stage2_messages
 from zoomiqa_jax.processing.tokenizer import TINY_TOKENIZER_DIR, load_tokenizer, render_chat
 
 CFG = ModelConfig.tiny()
 SETTINGS = SamplingSettings(max_new_tokens=8, buckets=Buckets((2048,), (64,), (8,)))
-
-
-def reply(sections, payload):
-    body = "\n".join(f"{i + 1}) {label}: the sky is {i} noisy." for i, label in enumerate(sections))
-    return f"<think>\n{body}\n</think>\n<answer>{payload}</answer>"
-
-
-CROP = reply(STAGE1_SECTIONS, '{"bbox_2d": [0.1, 0.1, 0.5, 0.6], "rating": 3.25, "tool": "crop"}')
-FINAL = reply(STAGE1_SECTIONS, '{"bbox_2d": [0, 0, 0, 0], "rating": 2.75, "tool": "final"}')
-ZERO_BOX = reply(STAGE1_SECTIONS, '{"bbox_2d": [0, 0, 0, 0], "rating": 4.5, "tool": "crop"}')
-STAGE2 = reply(STAGE2_SECTIONS, '{"bbox_2d": [0, 0, 0, 0], "rating": 1.5, "tool": "final"}')
 
 
 class Scripted:

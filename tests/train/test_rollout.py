@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 from PIL import Image
 
+from tests.inference.replies import CROP, FINAL, STAGE2
 from zoomiqa_jax.config import ModelConfig
 from zoomiqa_jax.inference import engine
 from zoomiqa_jax.inference.engine import Buckets, GenerateOutput
@@ -23,7 +24,6 @@ from zoomiqa_jax.inference.rounds import (
 from zoomiqa_jax.inference.rounds import row_keys as make_row_keys
 from zoomiqa_jax.inference.zoom import run_zoomiqa
 from zoomiqa_jax.model import Qwen25VL
-from zoomiqa_jax.processing.answers import STAGE1_SECTIONS, STAGE2_SECTIONS
 from zoomiqa_jax.processing.crop import crop_and_zoom, crop_box
 from zoomiqa_jax.processing.prompts import zoomiqa_stage1_messages
 from zoomiqa_jax.processing.tokenizer import TINY_TOKENIZER_DIR, load_tokenizer
@@ -43,16 +43,6 @@ BUCKETS = Buckets((1152,), (64,), (8,))
 SETTINGS = SamplingSettings(max_new_tokens=8, buckets=BUCKETS)
 SIZES = dict(min_pixels=SETTINGS.min_pixels, max_pixels=SETTINGS.max_pixels)
 SEQ, PATCHES = (1024, 1280, 2048), (64, 256)
-
-
-def reply(sections, payload):
-    body = "\n".join(f"{i + 1}) {label}: the sky is {i} noisy." for i, label in enumerate(sections))
-    return f"<think>\n{body}\n</think>\n<answer>{payload}</answer>"
-
-
-CROP = reply(STAGE1_SECTIONS, '{"bbox_2d": [0.1, 0.1, 0.5, 0.6], "rating": 3.25, "tool": "crop"}')
-FINAL = reply(STAGE1_SECTIONS, '{"bbox_2d": [0, 0, 0, 0], "rating": 2.75, "tool": "final"}')
-STAGE2 = reply(STAGE2_SECTIONS, '{"bbox_2d": [0, 0, 0, 0], "rating": 1.5, "tool": "final"}')
 
 
 @pytest.fixture(scope="module")
