@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 python -m pip install -q torch==2.13.0
 python -m pip install -q -e ".[test]"
 python -m ruff check .
-python -m pytest -q "$@"
+python -m pytest -q --durations=20 "$@"

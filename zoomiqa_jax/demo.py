@@ -186,7 +186,7 @@ def _f(x: float | None) -> str:
 
 def write_report(out: Path, rows: list[dict[str, Any]], grpo_history: list[dict[str, float]],
                  total_s: float, readout: dict[str, Any] | None = None,
-                 sampled: dict[str, dict[str, float]] | None = None) -> Path:
+                 sampled: dict[str, dict[str, float]] | None = None, temperature: float = 1.0) -> Path:
     lines = ["# zoomiqa demo", "",
              f"Held-out set: {rows[0]['n']} synthetic degraded images the training never saw. Zoom-IQA protocol, "
              "greedy, up to two rounds; an answer that does not parse counts as invalid and is left out of the "
@@ -208,7 +208,8 @@ def write_report(out: Path, rows: list[dict[str, Any]], grpo_history: list[dict[
         n = int(next(iter(sampled.values()))["n"])
         lines += ["", "## Held-out GRPO reward", "",
                   f"The GRPO reward (supp. Eq. 6) on the held-out images: {n} trajectories sampled as in training "
-                  "(temperature 1, a group per image, the rank reward within chunks of the training batch size), with "
+                  f"(temperature {temperature:g}, a group per image, the rank reward within chunks of the training "
+                  "batch size), with "
                   "the same images and the same random seed for both checkpoints. The reward logged at each "
                   "training step below is noisier: every step draws other images, and the later re-sampling stage "
                   "changes which.", "",
@@ -295,7 +296,8 @@ def run_demo(out: Path, *, train_images: int = 256, eval_images: int = 48, sft_s
         sampled["SFT + GRPO"] = heldout_reward(grpo_cfg, grpo.final_hf, heldout, seed)
 
     total = time.perf_counter() - t0
-    report = write_report(out, rows, history, total, readout, sampled)
+    report = write_report(out, rows, history, total, readout, sampled,
+                          temperature=float(GRPO_OVERRIDES["rollout.temperature"]))
     summary = {"stages": rows, "random_init_readout": readout, "heldout_reward": sampled, "grpo_history": history,
                "seconds": round(total, 1), "report": str(report)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
