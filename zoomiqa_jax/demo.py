@@ -209,10 +209,9 @@ def write_report(out: Path, rows: list[dict[str, Any]], grpo_history: list[dict[
         lines += ["", "## Held-out GRPO reward", "",
                   f"The GRPO reward (supp. Eq. 6) on the held-out images: {n} trajectories sampled as in training "
                   f"(temperature {temperature:g}, a group per image, the rank reward within chunks of the training "
-                  "batch size), with "
-                  "the same images and the same random seed for both checkpoints. The reward logged at each "
-                  "training step below is noisier: every step draws other images, and the later re-sampling stage "
-                  "changes which.", "",
+                  "batch size), with the same images and the same random seed for both checkpoints. The reward "
+                  "logged at each training step below is noisier: every step draws other images, and the later "
+                  "re-sampling stage changes which.", "",
                   "| weights | reward | format | score | rank | rating parsed |",
                   "| --- | ---: | ---: | ---: | ---: | ---: |"]
         for name, r in sampled.items():
@@ -276,12 +275,14 @@ def run_demo(out: Path, *, train_images: int = 256, eval_images: int = 48, sft_s
 
     history: list[dict[str, float]] = []
     sampled: dict[str, dict[str, float]] = {}
+    temperature = 1.0
     if grpo_steps:
         grpo_cfg = load_grpo_config(None, _argv({
             **GRPO_OVERRIDES, "model.config": "tiny", "model.weights": str(sft.final_hf),
             "data.prompt_file": str(DEMO_PROMPTS), "grpo.datasets": f"[{out / 'data' / 'degraded' / 'labels.jsonl'}]",
             "grpo.label_format": "plain", "run.steps": str(grpo_steps), "run.seed": str(seed),
             "data.seed": str(seed), "run.out_dir": str(out / "grpo")}))
+        temperature = grpo_cfg.rollout.temperature
         print(f"[5/{n_stages}] held-out GRPO reward of the SFT weights; GRPO from them: {grpo_steps} steps",
               flush=True)
         t = time.perf_counter()
@@ -296,8 +297,7 @@ def run_demo(out: Path, *, train_images: int = 256, eval_images: int = 48, sft_s
         sampled["SFT + GRPO"] = heldout_reward(grpo_cfg, grpo.final_hf, heldout, seed)
 
     total = time.perf_counter() - t0
-    report = write_report(out, rows, history, total, readout, sampled,
-                          temperature=float(GRPO_OVERRIDES["rollout.temperature"]))
+    report = write_report(out, rows, history, total, readout, sampled, temperature=temperature)
     summary = {"stages": rows, "random_init_readout": readout, "heldout_reward": sampled, "grpo_history": history,
                "seconds": round(total, 1), "report": str(report)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
