@@ -87,6 +87,10 @@ def test_final_rating_strictly_decreases_with_severity(labels_path, tmp_path):
     assert sorted(by_level) == [0, 1, 2, 3, 4, 5]
     for k in range(5):
         assert min(by_level[k]) > max(by_level[k + 1]), (k, by_level[k], by_level[k + 1])
+    # the severity fixes the rating up to its hundredths: 4.9x, 4.2x, 3.4x, 2.6x, 1.8x, 1.0x
+    for k, tenth in enumerate(("4.9", "4.2", "3.4", "2.6", "1.8", "1.0")):
+        assert {f"{r:.2f}"[:3] for r in by_level[k]} == {tenth}, (k, by_level[k])
+    assert len({f"{r:.2f}"[3] for k in by_level for r in by_level[k]}) > 5  # the hundredths do vary
 
 
 def test_demo_set_images_exist_and_load(tmp_path):

@@ -5,8 +5,9 @@ severity, mos). Output: the trajectory JSONL of `train.sft_data` (format in docs
 image. Per image, deterministically from (seed, image name):
 
 * the question: one of the prompt paraphrases (`processing.prompts.choose_question`), written into the record;
-* the rating, tied to severity: `clip(5 - 0.8 k + u, 1, 5)` rounded to two decimals, k = 0 for "null" and
-  1..5 for slight..catastrophic, u uniform in [-0.15, 0.15] (so ratings are strictly decreasing in k);
+* the rating, tied to severity: `min(5 - 0.8 k, 4.9) + h / 100` with h uniform in 0..9, k = 0 for "null" and
+  1..5 for slight..catastrophic (4.9x, 4.2x, 3.4x, 2.6x, 1.8x, 1.0x): the severity fixes the rating to its
+  tenth and only the hundredths vary, so ratings are strictly decreasing in k (`severity_rating` says why);
 * stage 1: four sections (Image Quality Summary; Directions for Improvement; Issues to Avoid; Decision &
   Rationale) naming the distortion and its severity, and `{"bbox_2d": [0, 0, 0, 0], "rating": r, "tool":
   "final"}`;
@@ -33,7 +34,7 @@ from zoomiqa_jax.data.synthetic import write_scenes
 from zoomiqa_jax.processing.answers import STAGE1_SECTIONS, STAGE2_SECTIONS, zoomiqa_format_problems
 from zoomiqa_jax.processing.prompts import DEFAULT_PROMPTS, PromptSet, choose_question
 
-JITTER = 0.15
+HUNDREDTHS = 10  # the hundredths digit of a rating is drawn uniformly from 0..HUNDREDTHS-1
 # The distortion of the CPU demo (`zoomiqa demo`, `train.sft_loop` synthetic data): darkening at five severities, the
 # one a few-MB model trained from scratch learns to grade within minutes on a CPU (in our runs it did not learn to
 # see noise within the budget: its vision tower normalizes each token, which hides noise energy). Real data has
@@ -60,8 +61,14 @@ def severity_level(severity: str | None) -> int:
 
 
 def severity_rating(level: int, rng: random.Random) -> float:
-    """The final rating for severity level k: clip(5 - 0.8 k + U[-0.15, 0.15], 1, 5), two decimals."""
-    return round(min(5.0, max(1.0, 5.0 - 0.8 * level + rng.uniform(-JITTER, JITTER))), 2)
+    """The final rating for severity level k (0 = undistorted): `min(5 - 0.8 k, 4.9)` plus a random hundredth.
+
+    The severity alone fixes every digit but the last (4.9x, 4.2x, 3.4x, 2.6x, 1.8x, 1.0x). A model that writes
+    the rating one character at a time can then learn each digit from what it sees. An earlier version jittered by
+    U[-0.15, 0.15] and clipped to [1, 5]: the jitter crossed tenths and integers (an undistorted image was 4.85..5.00,
+    half of them exactly 5.00), so the tiny demo model could not learn the digits after the integer, wrote "x.00"
+    when decoding greedily, and its score reward was near 0 on most images (docs/grpo.md)."""
+    return round(min(5.0 - 0.8 * level, 4.9) + rng.randrange(HUNDREDTHS) / 100, 2)
 
 
 def _position(box: Sequence[float]) -> str:
