@@ -14,16 +14,25 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 
 
-def cpu_env() -> dict[str, str]:
-    """The environment of a training subprocess: CPU, one device, this checkout importable."""
-    return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
-                XLA_FLAGS="--xla_force_host_platform_device_count=1")
+def cpu_env(compile_cache: Path | None = None) -> dict[str, str]:
+    """The environment of a training subprocess: CPU, one device, this checkout importable. With `compile_cache`,
+    JAX's persistent compilation cache in that folder, every program cached: the straight, the killed and the
+    resumed run of a test then compile each program once between them (the compiled programs are the same either
+    way; the cache only saves the recompiling)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
+               XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    if compile_cache is not None:
+        env |= {"JAX_COMPILATION_CACHE_DIR": str(compile_cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    return env
 
 
-def kill_after_checkpoint(argv: list[str], out: Path, step: int, final_step: int, timeout: float = 600) -> None:
-    """Start `argv`, SIGKILL it as soon as `out/checkpoints/<step>` exists (a committed step directory appears
-    atomically), and check that it died mid-run (the final step was never saved)."""
-    proc = subprocess.Popen(argv, cwd=REPO, env=cpu_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def kill_after_checkpoint(argv: list[str], out: Path, step: int, final_step: int, timeout: float = 600,
+                          env: dict[str, str] | None = None) -> None:
+    """Start `argv` (in `env`, default `cpu_env()`), SIGKILL it as soon as `out/checkpoints/<step>` exists (a
+    committed step directory appears atomically), and check that it died mid-run (the final step was never saved)."""
+    proc = subprocess.Popen(argv, cwd=REPO, env=env or cpu_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     deadline = time.time() + timeout
     try:
         while not (out / "checkpoints" / str(step)).is_dir():

@@ -31,15 +31,16 @@ def _argv(out: Path, steps: int) -> list[str]:
 def test_grpo_sigkill_and_resume_is_bit_identical(tmp_path: Path) -> None:
     steps = 6
     straight = tmp_path / "straight"
-    subprocess.run(_argv(straight, steps), cwd=REPO, env=cpu_env(), check=True, capture_output=True)
+    env = cpu_env(compile_cache=tmp_path / "jax_cache")
+    subprocess.run(_argv(straight, steps), cwd=REPO, env=env, check=True, capture_output=True)
     lines = [json.loads(s) for s in (straight / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == steps
     assert any(line["grad_norm"] > 0 for line in lines), "no update moved the policy: the test would be vacuous"
     assert any(line["klcov/active_updates"] == 0 for line in lines)  # the first update of every batch: pi_old
 
     killed = tmp_path / "killed"
-    kill_after_checkpoint(_argv(killed, steps), killed, 2, steps)
-    resumed = subprocess.run(_argv(killed, steps), cwd=REPO, env=cpu_env(), check=True, capture_output=True,
+    kill_after_checkpoint(_argv(killed, steps), killed, 2, steps, env=env)
+    resumed = subprocess.run(_argv(killed, steps), cwd=REPO, env=env, check=True, capture_output=True,
                              text=True)
     assert "resumed from" in resumed.stdout
     assert_same_params(saved_params(straight, steps), saved_params(killed, steps))

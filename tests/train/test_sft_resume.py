@@ -40,11 +40,12 @@ def _argv(data: Path, out: Path, steps: int) -> list[str]:
 def test_sigkill_and_resume_is_bit_identical(sft_data: Path, tmp_path: Path) -> None:
     steps = 10
     straight = tmp_path / "straight"
-    subprocess.run(_argv(sft_data, straight, steps), cwd=REPO, env=cpu_env(), check=True, capture_output=True)
+    env = cpu_env(compile_cache=tmp_path / "jax_cache")
+    subprocess.run(_argv(sft_data, straight, steps), cwd=REPO, env=env, check=True, capture_output=True)
 
     killed = tmp_path / "killed"
-    kill_after_checkpoint(_argv(sft_data, killed, steps), killed, 4, steps)
-    resumed = subprocess.run(_argv(sft_data, killed, steps), cwd=REPO, env=cpu_env(), check=True,
+    kill_after_checkpoint(_argv(sft_data, killed, steps), killed, 4, steps, env=env)
+    resumed = subprocess.run(_argv(sft_data, killed, steps), cwd=REPO, env=env, check=True,
                              capture_output=True, text=True)
     assert "resumed from" in resumed.stdout
     assert_same_params(saved_params(straight, steps), saved_params(killed, steps))
