@@ -39,10 +39,10 @@ def test_shipped_tiny_configs_are_the_demo_settings(name, overrides, loader):
     assert yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())  # valid YAML with comments
 
 
-CI_GRPO_STEPS = 4  # the default demo's GRPO stage takes ~10 minutes; CI checks its mechanics on a few steps
+CI_GRPO_STEPS = 4  # the default demo's GRPO stage takes ~13 minutes; CI checks its mechanics on a few steps
 
 
-@pytest.mark.slow  # the default demo with a shorter GRPO stage: about 8 minutes on the 2-core CI machine
+@pytest.mark.slow  # the default demo with a shorter GRPO stage: about 9 minutes on the 2-core CI machine
 def test_demo_learns(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--grpo-steps", str(CI_GRPO_STEPS), "--no-progress"]) == 0

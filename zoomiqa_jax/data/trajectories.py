@@ -63,11 +63,9 @@ def severity_level(severity: str | None) -> int:
 def severity_rating(level: int, rng: random.Random) -> float:
     """The final rating for severity level k (0 = undistorted): `min(5 - 0.8 k, 4.9)` plus a random hundredth.
 
-    The severity alone fixes every digit but the last (4.9x, 4.2x, 3.4x, 2.6x, 1.8x, 1.0x). A model that writes
-    the rating one character at a time can then learn each digit from what it sees. An earlier version jittered by
-    U[-0.15, 0.15] and clipped to [1, 5]: the jitter crossed tenths and integers (an undistorted image was 4.85..5.00,
-    half of them exactly 5.00), so the tiny demo model could not learn the digits after the integer, wrote "x.00"
-    when decoding greedily, and its score reward was near 0 on most images (docs/grpo.md)."""
+    The severity alone fixes every digit but the last (4.9x, 4.2x, 3.4x, 2.6x, 1.8x, 1.0x), so a model that writes
+    the rating one character at a time can learn each digit from what it sees. docs/sft_data.md says why the
+    earlier jittered-and-clipped rating was replaced."""
     return round(min(5.0 - 0.8 * level, 4.9) + rng.randrange(HUNDREDTHS) / 100, 2)
 
 
