@@ -16,9 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A config file or dict does not describe a Qwen2.5-VL model we can build."""
+from zoomiqa_jax.config_fields import ConfigError, Fields, check_positive_floats
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +38,9 @@ class VisionConfig:
     rope_theta: float = 10000.0
     hidden_act: str = "silu"
     rms_norm_eps: float = 1e-6  # fixed in the reference implementation
+
+    def __post_init__(self) -> None:
+        check_positive_floats(self)
 
     @property
     def head_dim(self) -> int:
@@ -75,6 +76,9 @@ class TextConfig:
     mrope_section: tuple[int, int, int] = (16, 24, 24)
     max_position_embeddings: int = 128000
     hidden_act: str = "silu"
+
+    def __post_init__(self) -> None:
+        check_positive_floats(self)
 
     @property
     def head_dim(self) -> int:
@@ -162,71 +166,79 @@ class ModelConfig:
     # ------------------------------------------------------------ HF <-> ours
     @classmethod
     def from_hf_dict(cls, d: dict[str, Any], *, source: str = "config") -> ModelConfig:
-        """Build from a parsed HF `config.json` (flat 4.x or nested 5.x layout)."""
+        """Build from a parsed HF `config.json` (flat 4.x or nested 5.x layout). Every field read is type- and
+        range-checked: a fault raises ConfigError naming `source` and the field."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: expected a JSON object, got {type(d).__name__}")
+        top = Fields(d, source)
         model_type = d.get("model_type")
         if model_type not in (None, "qwen2_5_vl"):
             raise ConfigError(f"{source}: model_type is {model_type!r}, expected 'qwen2_5_vl'")
-        text_d = dict(d.get("text_config") or {})
+        nested = top.mapping("text_config")
+        text_d = dict(nested)
+        names = {k: f"text_config.{k}" for k in nested}
         # Flat layout: text fields live at the top level. Nested layout may also repeat some at the top.
-        for key in TextConfig.__dataclass_fields__:
-            if key not in text_d and key in d:
-                text_d[key] = d[key]
-        for key in ("rope_theta", "rope_scaling", "rope_parameters", "use_sliding_window", "tie_word_embeddings"):
-            if key not in text_d and key in d:
-                text_d[key] = d[key]
-        if text_d.get("use_sliding_window"):
+        for key in (*TextConfig.__dataclass_fields__, "rope_scaling", "rope_parameters", "use_sliding_window",
+                    "tie_word_embeddings"):
+            if text_d.get(key) is None and d.get(key) is not None:
+                text_d[key], names[key] = d[key], key
+        t = Fields(text_d, source, names=names)
+        if t.bool("use_sliding_window", False):
             raise ConfigError(
                 f"{source}: use_sliding_window=true is not supported (no published Qwen2.5-VL checkpoint uses it)"
             )
-        rope = text_d.get("rope_parameters") or text_d.get("rope_scaling") or {}
-        rope_theta = rope.get("rope_theta", text_d.get("rope_theta", TextConfig.rope_theta))
-        mrope = rope.get("mrope_section")
-        if mrope is None:
+        rope_key = "rope_parameters" if text_d.get("rope_parameters") else "rope_scaling"
+        rope = Fields(t.mapping(rope_key), source, prefix=t.name(rope_key) + ".")
+        if rope.data.get("mrope_section") is None:
             raise ConfigError(f"{source}: no mrope_section in rope_scaling / rope_parameters")
-        head_dim = text_d["hidden_size"] // text_d["num_attention_heads"]
-        if 2 * sum(mrope) != head_dim:
-            raise ConfigError(
-                f"{source}: mrope_section {list(mrope)} sums to {sum(mrope)}, expected head_dim/2 = {head_dim // 2}"
-            )
-        try:
-            text = TextConfig(
-                vocab_size=int(text_d["vocab_size"]),
-                hidden_size=int(text_d["hidden_size"]),
-                intermediate_size=int(text_d["intermediate_size"]),
-                num_hidden_layers=int(text_d["num_hidden_layers"]),
-                num_attention_heads=int(text_d["num_attention_heads"]),
-                num_key_value_heads=int(text_d.get("num_key_value_heads") or text_d["num_attention_heads"]),
-                rms_norm_eps=float(text_d.get("rms_norm_eps", 1e-6)),
-                rope_theta=float(rope_theta),
-                mrope_section=tuple(int(x) for x in mrope),
-                max_position_embeddings=int(text_d.get("max_position_embeddings", 128000)),
-                hidden_act=str(text_d.get("hidden_act", "silu")),
-            )
-        except KeyError as e:
-            raise ConfigError(f"{source}: missing text field {e.args[0]!r}") from None
-        v = dict(d.get("vision_config") or {})
-        if not v:
+        text = TextConfig(
+            vocab_size=t.int("vocab_size"),
+            hidden_size=t.int("hidden_size"),
+            intermediate_size=t.int("intermediate_size"),
+            num_hidden_layers=t.int("num_hidden_layers"),
+            num_attention_heads=t.int("num_attention_heads"),
+            num_key_value_heads=t.int("num_key_value_heads", t.int("num_attention_heads")),
+            rms_norm_eps=t.float("rms_norm_eps", 1e-6),
+            rope_theta=rope.float("rope_theta", t.float("rope_theta", TextConfig.rope_theta)),
+            mrope_section=rope.ints("mrope_section", minimum=1),  # type: ignore[arg-type]
+            max_position_embeddings=t.int("max_position_embeddings", 128000),
+            hidden_act=t.str("hidden_act", "silu"),
+        )
+        if text.hidden_size % text.num_attention_heads or text.num_attention_heads % text.num_key_value_heads:
+            raise ConfigError(f"{source}: text hidden_size {text.hidden_size}, num_attention_heads "
+                              f"{text.num_attention_heads}, num_key_value_heads {text.num_key_value_heads}: each "
+                              "must divide the one before")
+        if len(text.mrope_section) != 3 or 2 * sum(text.mrope_section) != text.head_dim:
+            raise ConfigError(f"{source}: mrope_section {list(text.mrope_section)} sums to {sum(text.mrope_section)}, "
+                              f"expected 3 parts summing to head_dim/2 = {text.head_dim // 2}")
+        if not top.mapping("vision_config"):
             raise ConfigError(f"{source}: missing vision_config")
-        vrope = v.get("rope_parameters") or {}
-        try:
-            vision = VisionConfig(
-                depth=int(v["depth"]),
-                hidden_size=int(v["hidden_size"]),
-                intermediate_size=int(v["intermediate_size"]),
-                num_heads=int(v["num_heads"]),
-                in_channels=int(v.get("in_channels", v.get("in_chans", 3))),
-                patch_size=int(v.get("patch_size", v.get("spatial_patch_size", 14))),
-                temporal_patch_size=int(v.get("temporal_patch_size", 2)),
-                spatial_merge_size=int(v.get("spatial_merge_size", 2)),
-                window_size=int(v.get("window_size", 112)),
-                out_hidden_size=int(v["out_hidden_size"]),
-                fullatt_block_indexes=tuple(int(i) for i in v.get("fullatt_block_indexes", ())),
-                tokens_per_second=int(v.get("tokens_per_second", 2)),
-                rope_theta=float(vrope.get("rope_theta", 10000.0)),
-                hidden_act=str(v.get("hidden_act", "silu")),
-            )
-        except KeyError as e:
-            raise ConfigError(f"{source}: missing vision_config field {e.args[0]!r}") from None
+        v = Fields(top.mapping("vision_config"), source, prefix="vision_config.")
+        vrope = Fields(v.mapping("rope_parameters"), source, prefix="vision_config.rope_parameters.")
+        channels = "in_channels" if v.data.get("in_channels") is not None else "in_chans"
+        patch = "patch_size" if v.data.get("patch_size") is not None else "spatial_patch_size"
+        vision = VisionConfig(
+            depth=v.int("depth"),
+            hidden_size=v.int("hidden_size"),
+            intermediate_size=v.int("intermediate_size"),
+            num_heads=v.int("num_heads"),
+            in_channels=v.int(channels, 3),
+            patch_size=v.int(patch, 14),
+            temporal_patch_size=v.int("temporal_patch_size", 2),
+            spatial_merge_size=v.int("spatial_merge_size", 2),
+            window_size=v.int("window_size", 112),
+            out_hidden_size=v.int("out_hidden_size"),
+            fullatt_block_indexes=v.ints("fullatt_block_indexes", ()),
+            tokens_per_second=v.int("tokens_per_second", 2, minimum=0),
+            rope_theta=vrope.float("rope_theta", 10000.0),
+            hidden_act=v.str("hidden_act", "silu"),
+        )
+        if vision.hidden_size % vision.num_heads:
+            raise ConfigError(f"{source}: vision_config.hidden_size {vision.hidden_size} is not divisible by "
+                              f"vision_config.num_heads {vision.num_heads}")
+        if any(i >= vision.depth for i in vision.fullatt_block_indexes):
+            raise ConfigError(f"{source}: vision_config.fullatt_block_indexes {list(vision.fullatt_block_indexes)} "
+                              f"must be block indexes < depth {vision.depth}")
         for name, act in (("text", text.hidden_act), ("vision", vision.hidden_act)):
             if act != "silu":
                 raise ConfigError(f"{source}: {name} hidden_act {act!r} is not supported (expected 'silu')")
@@ -234,22 +246,25 @@ class ModelConfig:
             raise ConfigError(
                 f"{source}: vision out_hidden_size {vision.out_hidden_size} != text hidden_size {text.hidden_size}"
             )
-        tie = d.get("tie_word_embeddings", text_d.get("tie_word_embeddings", False))
-        if isinstance(d.get("text_config"), dict) and d["text_config"].get("tie_word_embeddings"):
+        tie = top.bool("tie_word_embeddings", t.bool("tie_word_embeddings", False))
+        if Fields(nested, source, prefix="text_config.").bool("tie_word_embeddings", False):
             tie = True
-        eos = d.get("eos_token_id", text_d.get("eos_token_id", 151645))
-        if isinstance(eos, list):
-            eos = eos[0]
+        bos_src = top if d.get("bos_token_id") is not None else t
+        eos_src = top if d.get("eos_token_id") is not None else t
+        eos = eos_src.data.get("eos_token_id")
+        if isinstance(eos, list):  # the generation-config form: the first id ends a reply
+            eos_src = Fields({"eos_token_id": eos[0] if eos else None}, source,
+                              names={"eos_token_id": eos_src.name("eos_token_id") + "[0]"})
         return cls(
             vision=vision,
             text=text,
-            tie_word_embeddings=bool(tie),
-            image_token_id=int(d.get("image_token_id", 151655)),
-            video_token_id=int(d.get("video_token_id", 151656)),
-            vision_start_token_id=int(d.get("vision_start_token_id", 151652)),
-            vision_end_token_id=int(d.get("vision_end_token_id", 151653)),
-            bos_token_id=int(d.get("bos_token_id", text_d.get("bos_token_id", 151643)) or 151643),
-            eos_token_id=int(eos),
+            tie_word_embeddings=tie,
+            image_token_id=top.int("image_token_id", 151655, minimum=0),
+            video_token_id=top.int("video_token_id", 151656, minimum=0),
+            vision_start_token_id=top.int("vision_start_token_id", 151652, minimum=0),
+            vision_end_token_id=top.int("vision_end_token_id", 151653, minimum=0),
+            bos_token_id=bos_src.int("bos_token_id", 151643, minimum=0),
+            eos_token_id=eos_src.int("eos_token_id", 151645, minimum=0),
         )
 
     @classmethod

@@ -54,6 +54,25 @@ def test_bad_overrides_name_the_key(override, message):
         load_train_config(None, [override])
 
 
+@pytest.mark.parametrize("override,key", [
+    ("optim.lr=inf", "optim.lr"),  # `lr > 0` alone lets inf through
+    ("optim.lr=nan", "optim.lr"),
+    ("optim.b2=-.inf", "optim.b2"),
+    ("run.epochs=.nan", "run.epochs"),
+    ("grpo.clip_eps=inf", "grpo.clip_eps"),
+    ("grpo.resample_starts=[0.0,inf]", "grpo.resample_starts"),
+    ("rollout.temperature=inf", "rollout.temperature"),
+])
+def test_non_finite_hyper_parameters_are_refused_naming_the_key(override, key):
+    from zoomiqa_jax.train.grpo_config import load_grpo_config
+
+    with pytest.raises(ConfigError, match=rf"{key} must be a finite number, got .*(inf|nan)"):
+        load_grpo_config(None, [override])
+    if not override.startswith(("grpo.", "rollout.")):
+        with pytest.raises(ConfigError, match=rf"{key} must be a finite number"):
+            load_train_config(None, [override])
+
+
 def test_errors_in_a_file_name_the_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("optim:\n  learning_rate: 1\n")

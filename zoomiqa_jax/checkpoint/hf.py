@@ -5,7 +5,8 @@
                                tokenizer / processor files copied from `tokenizer_dir`
 
 Both work tensor by tensor (see `safetensors_io`), so peak memory is about one copy of the model. Writes go to
-a temporary sibling of `out_dir` that is renamed into place at the end: on any error nothing is left behind.
+a temporary sibling `.NAME.tmp-HOST-PID-XXXX` of `out_dir` that is renamed into place at the end: on any error
+nothing is left behind, and the next run removes what a killed one (SIGKILL, OOM) left on this host.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import contextlib
 import copy
 import json
 import os
+import re
 import shutil
+import socket
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -65,9 +69,50 @@ class ConversionError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------ shared helpers
+def _host() -> str:
+    """This machine's name as it appears in temporary directory names (no '-', so names parse back)."""
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "localhost"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temp_dirs(out_dir: str | Path) -> list[Path]:
+    """Remove the `.NAME.tmp-HOST-PID-*` and `.NAME.old-HOST-PID-*` siblings of `out_dir` that a killed run on
+    this host left (its PID is dead), printing one line each. Directories of live processes, of other hosts
+    (a shared file system) and of other names are never touched. A run killed mid-swap (`out_dir` already
+    moved into its `.old-` directory, the new result not yet in place) gets its previous result put back.
+    Returns the removed directories."""
+    out = Path(out_dir).absolute()
+    if not out.parent.is_dir():
+        return []
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(tmp|old)-(.+)-(\d+)-[^-]+")
+    host, removed = _host(), []
+    for path in sorted(out.parent.iterdir()):
+        m = pattern.fullmatch(path.name)
+        if m is None or m[2] != host or not path.is_dir() or _pid_alive(int(m[3])):
+            continue
+        if m[1] == "old" and not out.exists() and (path / out.name).is_dir():
+            os.replace(path / out.name, out)
+            print(f"restored {out} from {path} (a run killed mid-swap, pid {m[3]})", file=sys.stderr, flush=True)
+        shutil.rmtree(path, ignore_errors=True)
+        print(f"removed {path}: left by a killed run (pid {m[3]} on {host})", file=sys.stderr, flush=True)
+        removed.append(path)
+    return removed
+
+
 def check_output_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
-    """`out_dir` must not exist or be empty (or `overwrite`). Returns it as a Path."""
+    """`out_dir` must not exist or be empty (or `overwrite`). Returns it as a Path. Removes first what killed
+    runs left beside it (`remove_stale_temp_dirs`)."""
     out = Path(out_dir)
+    remove_stale_temp_dirs(out)
     if out.exists() and not out.is_dir():
         raise ConversionError(f"{out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -81,14 +126,15 @@ def atomic_output_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[
     deleted, so `out_dir` either holds the complete result or is untouched."""
     out = check_output_dir(out_dir, overwrite).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tag = f"{_host()}-{os.getpid()}-"  # lets the next run tell a killed run's leftovers from a live one's
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{tag}", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the result should get a normal directory's mode
     try:
         yield tmp
         if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{tag}", dir=out.parent))
             os.replace(out, old / out.name)
             try:
                 os.replace(tmp, out)

@@ -82,6 +82,11 @@ class DataSection:
     prompt_file: str = ""  # YAML/JSON prompt overrides (processing.prompts); "" = the built-in Zoom-IQA prompts
     synthetic_images: int = 256  # with train "": how many synthetic degraded images to generate
     synthetic_size: int = 112  # with train "": short side of the synthetic images, pixels
+    # Bad records (missing / undecodable image, score not in [1, 5], malformed line) are skipped and reported
+    # (train.data_checks); the run stops when more than this share of the records is bad. 1%: public IQA sets
+    # hold a few broken files, while a larger share means a wrong image_root, a partial download or a label
+    # scale other than [1, 5], which training on the rest would hide. 0 = stop at the first bad record.
+    max_bad_fraction: float = 0.01
 
 
 @dataclasses.dataclass
@@ -148,8 +153,24 @@ class TrainConfig:
         return max(1, math.ceil(self.run.epochs * num_examples / per_step))
 
 
+def check_finite(cfg: Any, where: str = "config", prefix: str = "") -> None:
+    """Every float field (and float tuple) of the dataclass tree `cfg` is finite: `optim.lr=inf` or a NaN
+    weight would pass range checks such as `lr > 0` (inf) and poison the run. ConfigError names the key."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value, key = getattr(cfg, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            check_finite(value, where, f"{key}.")
+        elif hints[f.name] is float or (typing.get_origin(hints[f.name]) is tuple
+                                        and typing.get_args(hints[f.name])[0] is float):
+            values = value if isinstance(value, tuple) else (value,)
+            if not all(math.isfinite(v) for v in values):
+                raise ConfigError(f"{where}: {key} must be a finite number, got {value!r}")
+
+
 def validate(cfg: TrainConfig, where: str = "config") -> None:
     """Check values that types alone do not pin; raise ConfigError naming the key."""
+    check_finite(cfg, where)
     checks = [
         ("model.dtype", cfg.model.dtype in DTYPES, f"one of {DTYPES}"),
         ("model.param_dtype", cfg.model.param_dtype in DTYPES, f"one of {DTYPES}"),
@@ -163,6 +184,7 @@ def validate(cfg: TrainConfig, where: str = "config") -> None:
         ("data.batch_size", cfg.data.batch_size >= 1, ">= 1"),
         ("data.synthetic_images", cfg.data.synthetic_images >= 2, ">= 2"),
         ("data.synthetic_size", cfg.data.synthetic_size >= 28, ">= 28"),
+        ("data.max_bad_fraction", 0 <= cfg.data.max_bad_fraction <= 1, "in [0, 1]"),
         ("data.seq_buckets", len(cfg.data.seq_buckets) > 0 and min(cfg.data.seq_buckets) > 0, "positive lengths"),
         ("parallel.mesh", len(cfg.parallel.mesh) == 3 and all(s == -1 or s >= 1 for s in cfg.parallel.mesh)
          and cfg.parallel.mesh.count(-1) <= 1, "(data, fsdp, tensor) sizes >= 1, at most one -1"),
