@@ -1,9 +1,11 @@
-"""Shared by the SIGKILL resume tests: run a training command, kill it once a checkpoint step is committed, read
-the parameters a run saved."""
+"""Shared by the resume tests: run a training command, kill it (SIGKILL) once a checkpoint step is committed or
+stop it (SIGINT / SIGTERM) once it has logged a step, read the parameters a run saved."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -45,6 +47,47 @@ def kill_after_checkpoint(argv: list[str], out: Path, step: int, final_step: int
     assert proc.returncode == -signal.SIGKILL
     saved = sorted(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit())
     assert final_step not in saved, f"the run was not killed mid-run: saved steps {saved}"
+
+
+def _logged_steps(out: Path) -> list[int]:
+    """Steps of the metric lines (not events) in out/metrics.jsonl, complete lines only."""
+    path = out / "metrics.jsonl"
+    if not path.exists():
+        return []
+    lines = path.read_text().split("\n")[:-1]
+    return [row["step"] for row in map(json.loads, lines) if "event" not in row]
+
+
+def stop_with_signal(argv: list[str], out: Path, signum: int, after_step: int, final_step: int,
+                     env: dict[str, str] | None = None, timeout: float = 600) -> tuple[int, str]:
+    """Start `argv`, send `signum` as soon as out/metrics.jsonl has a line for a step > `after_step` (the run is
+    training), and check the graceful stop: exit status 0, the "Stopped at step N (SIGNAME)" line naming the
+    resume command, checkpoint N committed, N before `final_step`. Returns (N, the run's stdout)."""
+    log = out.parent / f"{out.name}.{signal.Signals(signum).name}.log"
+    out.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as stdout:
+        proc = subprocess.Popen(argv, cwd=REPO, env=env or cpu_env(), stdout=stdout, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        try:
+            while not any(s > after_step for s in _logged_steps(out)):
+                assert proc.poll() is None, f"the run ended before it could be stopped:\n{log.read_text()[-3000:]}"
+                assert time.time() < deadline, f"no step logged within {timeout} s"
+                time.sleep(0.05)
+            proc.send_signal(signum)
+            proc.wait(timeout=timeout)
+        finally:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert proc.returncode == 0, f"rc {proc.returncode}:\n{text[-3000:]}"
+    name = signal.Signals(signum).name
+    found = re.search(rf"Stopped at step (\d+) \({name}\); checkpoint saved\. Resume with the same command: "
+                      r"zoomiqa train ", text)
+    assert found, text[-3000:]
+    step = int(found.group(1))
+    assert after_step < step < final_step, f"stopped at {step}, not mid-run"
+    assert (out / "checkpoints" / str(step)).is_dir(), f"no checkpoint at the stop step {step}"
+    return step, text
 
 
 def saved_params(out: Path, step: int) -> dict[str, np.ndarray]:

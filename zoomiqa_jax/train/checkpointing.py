@@ -14,7 +14,9 @@ Layout (a CheckpointManager root, which `zoomiqa_jax.checkpoint.orbax_io.load_or
 
 Saving is asynchronous when asked (the arrays are copied to host, then written by a background thread while
 training goes on); a step directory appears under its final name only once every item is complete, so a run
-killed mid-save resumes from the previous step. The newest `keep` steps are kept.
+killed mid-save resumes from the previous step. What such a kill leaves (`<step>.orbax-checkpoint-tmp*`) is never
+read as a step, and is removed (with a log line) when the next run opens the directory. The newest `keep` steps are
+kept.
 
     ckpt = TrainCheckpointer.from_config(cfg)
     if ckpt.should_save(step): ckpt.save(step, params=..., opt_state=..., rng=key, data_state=it.get_state(),
@@ -28,6 +30,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +45,7 @@ from zoomiqa_jax.train.config import TrainConfig, config_yaml
 
 PARAMS, OPT_STATE, TRAIN_STATE, META, CONFIG = "params", "opt_state", "train_state", "meta", "config"
 CONFIG_FILE = "config.yaml"
+TMP_MARK = ".orbax-checkpoint-tmp"  # orbax's suffix of a step directory being written
 
 
 class CheckpointError(RuntimeError):
@@ -128,9 +133,11 @@ class Restored:
 class TrainCheckpointer:
     """Save every `save_every` steps, keep the newest `keep`, asynchronously if asked; resume the latest."""
 
-    def __init__(self, directory: str | Path, *, save_every: int = 500, keep: int = 3, async_save: bool = True):
+    def __init__(self, directory: str | Path, *, save_every: int = 500, keep: int = 3, async_save: bool = True,
+                 log: Callable[[str], None] | None = None):
         self.directory = Path(directory).absolute()
         self.save_every = save_every
+        remove_stale_tmp_dirs(self.directory, log or (lambda msg: print(msg, flush=True)))
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             save_interval_steps=1,  # the cadence is ours (`should_save`): orbax would also save the first step
@@ -140,10 +147,10 @@ class TrainCheckpointer:
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     @classmethod
-    def from_config(cls, cfg: TrainConfig) -> TrainCheckpointer:
+    def from_config(cls, cfg: TrainConfig, log: Callable[[str], None] | None = None) -> TrainCheckpointer:
         """From the `checkpoint` section (directory: checkpoint.dir, or <run.out_dir>/checkpoints)."""
         c = cfg.checkpoint
-        return cls(cfg.checkpoint_dir, save_every=c.save_every, keep=c.keep, async_save=c.async_save)
+        return cls(cfg.checkpoint_dir, save_every=c.save_every, keep=c.keep, async_save=c.async_save, log=log)
 
     # ------------------------------------------------------------------------------------------ queries
     def all_steps(self) -> list[int]:
@@ -246,6 +253,35 @@ class TrainCheckpointer:
         tree = getattr(meta, "item_metadata", meta)
         tree = getattr(tree, "tree", tree)
         return jax.ShapeDtypeStruct(tuple(tree["rng"].shape), jnp.uint32, sharding=device)
+
+
+def remove_stale_tmp_dirs(directory: Path, log: Callable[[str], None]) -> list[Path]:
+    """Remove what a run killed mid-save left in the checkpoint root (`<step>.orbax-checkpoint-tmp*`: never a
+    step, orbax only clears it when it saves that same step again). Process 0 removes, before any process saves;
+    returns the removed paths."""
+    if jax.process_index() != 0 or not directory.is_dir():
+        return []
+    stale = sorted(p for p in directory.iterdir() if TMP_MARK in p.name)
+    for path in stale:
+        log(f"{path}: removing an unfinished checkpoint save (a run killed while saving)")
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return stale
+
+
+def latest_saved_config(directory: str | Path) -> tuple[int, Path, str] | None:
+    """(step, path, YAML text) of the config saved at the newest committed step under `directory`, read from
+    disk without orbax (a resumed run checks its config before loading the model); None when no step is saved.
+    Committed steps are the directories named by an integer (unfinished saves carry TMP_MARK)."""
+    directory = Path(directory)
+    steps = sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit()) \
+        if directory.is_dir() else []
+    if not steps:
+        return None
+    path = directory / str(steps[-1]) / CONFIG / CONFIG_FILE
+    return steps[-1], path, path.read_text() if path.exists() else ""
 
 
 def _as_abstract(tree: Any) -> Any:
