@@ -55,8 +55,12 @@ class LabelRecord:
 
 @dataclasses.dataclass(frozen=True)
 class BadRecord:
+    """A skipped record: where, why, and its category ("bad_label": the score; "missing_image": `check_files`;
+    "bad_record": anything else), the names `zoomiqa_jax.train.data_checks` reports by."""
+
     source: str
     reason: str
+    category: str = "bad_record"
 
 
 @dataclasses.dataclass
@@ -84,6 +88,10 @@ class LoadResult:
 
 class _Bad(Exception):
     """Raised inside a record parser; turned into a BadRecord (or a LabelError when strict)."""
+
+    def __init__(self, message: str, category: str = "bad_record") -> None:
+        super().__init__(message)
+        self.category = category
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -118,15 +126,15 @@ def _require(item: dict[str, Any], key: str) -> Any:
 
 def _score(value: Any, key: str, valid_range: tuple[float, float] | None) -> float:
     if isinstance(value, bool):
-        raise _Bad(f"field {key!r} is a boolean, expected a number")
+        raise _Bad(f"field {key!r} is a boolean, expected a number", "bad_label")
     try:
         score = float(value)
     except (TypeError, ValueError):
-        raise _Bad(f"field {key!r} is not a number: {value!r}") from None
+        raise _Bad(f"field {key!r} is not a number: {value!r}", "bad_label") from None
     if not math.isfinite(score):
-        raise _Bad(f"field {key!r} is not finite: {value!r}")
+        raise _Bad(f"field {key!r} is not finite: {value!r}", "bad_label")
     if valid_range is not None and not valid_range[0] <= score <= valid_range[1]:
-        raise _Bad(f"field {key!r} = {score} is outside [{valid_range[0]}, {valid_range[1]}]")
+        raise _Bad(f"field {key!r} = {score} is outside [{valid_range[0]}, {valid_range[1]}]", "bad_label")
     return score
 
 
@@ -284,11 +292,11 @@ def load_labels(
             if not image_path.is_absolute():
                 image_path = base / image_path
             if check_files and not image_path.is_file():
-                raise _Bad(f"image file not found: {image_path}")
+                raise _Bad(f"image file not found: {image_path}", "missing_image")
         except _Bad as err:
             if strict:
                 raise LabelError(f"{location}: {err}") from None
-            bad.append(BadRecord(location, str(err)))
+            bad.append(BadRecord(location, str(err), err.category))
             continue
         records.append(
             LabelRecord(

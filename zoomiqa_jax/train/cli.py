@@ -5,7 +5,8 @@
 
 Overrides are `section.key=value` (values parsed as YAML: `parallel.mesh=[2,4,1]`, `optim.lr=1e-5`). A run
 resumes by itself from the newest checkpoint in its checkpoint directory; the config in force is written to
-`<run.out_dir>/config.yaml`. Exit status 2 for a bad config or override (the message names the key).
+`<run.out_dir>/config.yaml`. Exit status 2 for a bad config or override (the message names the key), or for
+more bad training records than `data.max_bad_fraction` allows.
 """
 
 from __future__ import annotations
@@ -48,7 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"zoomiqa train {args.job}: {err}", file=sys.stderr)
         return 2
-    result = run()
+    from zoomiqa_jax.train.data_checks import BadDataError
+
+    try:
+        result = run()
+    except BadDataError as err:  # more bad training records than data.max_bad_fraction allows
+        print(f"zoomiqa train {args.job}: {err}", file=sys.stderr)
+        return 2
     print(f"done: step {result.step}, outputs in {result.out_dir}")
     return 0
 

@@ -62,25 +62,21 @@ class Dataset:
 
 
 def load_datasets(cfg: GrpoTrainConfig, out: Path, log: Callable[[str], None]) -> list[Dataset]:
-    """The label files of `grpo.datasets` grouped by dataset name, or the synthetic demo set. Bad label lines and
-    unreadable images are counted and named, never silently dropped."""
-    from zoomiqa_jax.data.labels import load_labels
+    """The label files of `grpo.datasets` grouped by dataset name, or the synthetic demo set. Bad records
+    (missing or undecodable images, scores outside [1, 5], malformed lines) are skipped and named in the log and
+    metrics.jsonl; more than `data.max_bad_fraction` of them stops the run (`train.data_checks`)."""
+    from zoomiqa_jax.train.data_checks import load_checked_labels
 
     paths = list(cfg.grpo.datasets)
     fmt = cfg.grpo.label_format
     if not paths:
         paths = [synthetic_labels(cfg, out / "data")]
         fmt = "plain"
+    records, bad = load_checked_labels(paths, fmt, root=cfg.data.image_root or None, cache_dir=out, log=log)
+    bad.finish(log, out, cfg.data.max_bad_fraction)
     by_name: dict[str, list[Any]] = {}
-    for path in paths:
-        result = load_labels(path, fmt, root=cfg.data.image_root or None, check_files=True)
-        if result.bad:
-            log(f"{path}: {len(result.bad)} bad label(s) skipped, e.g. "
-                + "; ".join(f"{b.source}: {b.reason}" for b in result.bad[:3]))
-        for record in result.records:
-            by_name.setdefault(record.dataset, []).append(record)
-    if not by_name:
-        raise ValueError(f"grpo.datasets: no usable labelled images in {paths}")
+    for record in records:
+        by_name.setdefault(record.dataset, []).append(record)
     return [Dataset(name, records) for name, records in sorted(by_name.items())]
 
 
@@ -184,6 +180,7 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
     g, ro = cfg.grpo, cfg.rollout
     out = Path(cfg.run.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    datasets = load_datasets(cfg, out, log)  # before the model loads: bad data stops the run at once
     mesh = make_mesh(cfg.parallel.mesh)
     model, config, weights_dir = load_model(cfg)
     tok_dir = tokenizer_dir(cfg, weights_dir)
@@ -191,7 +188,6 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
     prompts = load_prompt_file(resolve_path(cfg.data.prompt_file)) if cfg.data.prompt_file else DEFAULT_PROMPTS
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else config.bos_token_id
 
-    datasets = load_datasets(cfg, out, log)
     n_images = sum(len(d.records) for d in datasets)
     total = cfg.run.steps or max(1, int(np.ceil(cfg.run.epochs * n_images / cfg.data.batch_size)))
     stages = tuple(ResampleStage(s, p) for s, p in zip(g.resample_starts, g.resample_powers))

@@ -180,7 +180,8 @@ def _scalar(value: Any) -> float:
 
 class MetricsLogger:
     """log(step, {name: scalar}) -> `out_dir/metrics.jsonl` (one JSON object a line, with "step") and TensorBoard
-    events under `out_dir/tensorboard`. Writes only on process 0 (or when `enabled` says so)."""
+    events under `out_dir/tensorboard`; `event` writes a line with "event" and non-scalar fields. Writes only on
+    process 0 (or when `enabled` says so)."""
 
     def __init__(self, out_dir: str | Path, *, tensorboard: bool = True, enabled: bool | None = None):
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
@@ -202,6 +203,13 @@ class MetricsLogger:
             if self._events is not None:
                 self._events.scalars(step, values)
         return values
+
+    def event(self, step: int, name: str, payload: Mapping[str, Any]) -> None:
+        """One non-scalar line `{"step", "event": name, **payload}` in metrics.jsonl (e.g. the bad_data report of
+        `train.data_checks`); `payload` must be JSON-serializable. Not sent to TensorBoard."""
+        if self.enabled:
+            self._jsonl.write(json.dumps({"step": int(step), "event": name, **payload}) + "\n")
+            self._jsonl.flush()
 
     def close(self) -> None:
         if self._jsonl is not None:

@@ -45,15 +45,22 @@ from zoomiqa_jax.processing.prompts import (
     zoomiqa_stage2_messages,
 )
 from zoomiqa_jax.processing.tokenizer import SPECIAL_TOKENS, render_chat
+from zoomiqa_jax.train.data_checks import BAD_LABEL, BAD_RECORD, MISSING_IMAGE, BadRecords, drop_bad_images
 
 IGNORE_INDEX = -100
+MOS_RANGE = (1.0, 5.0)  # the rating scale of the Zoom-IQA prompts (data.labels.DEFAULT_RANGE)
 STOP_TOKEN = "<|im_end|>"
 _RECORD_KEYS = {"id", "image", "mos", "question", "turns", "meta"}
 _TURN_KEYS = {"text", "bbox"}
 
 
 class SFTDataError(ValueError):
-    """A trajectory record that does not follow the format; the message names file:line and the field."""
+    """A trajectory record that does not follow the format; the message names file:line and the field.
+    `category` sorts it for the bad-data report (`train.data_checks.CATEGORIES`)."""
+
+    def __init__(self, message: str, category: str = BAD_RECORD) -> None:
+        super().__init__(message)
+        self.category = category
 
 
 @dataclass(frozen=True)
@@ -84,10 +91,12 @@ class SFTRecord:
 
 @dataclass
 class LoadResult:
-    """What `load_sft_jsonl` read: the good records and (where, message) for every bad one."""
+    """What `load_sft_jsonl` read: the good records, (where, message) for every bad one and, beside it, its
+    category (`train.data_checks.CATEGORIES`)."""
 
     records: list[SFTRecord]
     bad: list[tuple[str, str]]
+    categories: list[str] = field(default_factory=list)
 
     @property
     def n_bad(self) -> int:
@@ -96,19 +105,20 @@ class LoadResult:
 
 def parse_record(
     obj: Any, where: str = "<record>", base_dir: str | Path | None = None, *, check_format: bool = True,
-    check_image: bool = True,
+    check_image: bool = True, mos_range: tuple[float, float] | None = MOS_RANGE,
 ) -> SFTRecord:
     """Validate one decoded JSON line and return it as an SFTRecord; raise SFTDataError naming `where` + field.
 
-    Checks: known keys only; `image` a non-empty path (existing when `check_image`); `mos` a finite number;
+    Checks: known keys only; `image` a non-empty path (existing when `check_image`); `mos` a finite number
+    in `mos_range` (inclusive; None: any);
     `question` a non-blank string when present; 1 or 2 `turns`, each a non-empty `text` free of special
     tokens; the first of two turns carries a normalized `bbox` (four numbers in [0, 1], x1 < x2, y1 < y2) equal
     to its answer's `bbox_2d`, the last turn none; with `check_format`, the texts pass the Zoom-IQA format
     (`processing.answers.zoomiqa_format_problems`).
     """
 
-    def fail(name: str, message: str) -> SFTDataError:
-        return SFTDataError(f"{where}: field {name!r}: {message}")
+    def fail(name: str, message: str, category: str = BAD_RECORD) -> SFTDataError:
+        return SFTDataError(f"{where}: field {name!r}: {message}", category)
 
     if not isinstance(obj, dict):
         raise SFTDataError(f"{where}: expected a JSON object, found {type(obj).__name__}")
@@ -120,10 +130,12 @@ def parse_record(
         raise fail("image", f"expected a non-empty path string, found {image!r:.60}")
     path = Path(image) if base_dir is None or Path(image).is_absolute() else Path(base_dir) / image
     if check_image and not path.is_file():
-        raise fail("image", f"file {str(path)!r} does not exist")
+        raise fail("image", f"file {str(path)!r} does not exist", MISSING_IMAGE)
     mos = obj.get("mos")
     if isinstance(mos, bool) or not isinstance(mos, (int, float)) or not math.isfinite(mos):
-        raise fail("mos", f"expected a finite number, found {mos!r:.60}")
+        raise fail("mos", f"expected a finite number, found {mos!r:.60}", BAD_LABEL)
+    if mos_range is not None and not mos_range[0] <= mos <= mos_range[1]:
+        raise fail("mos", f"{mos} is outside the score range [{mos_range[0]}, {mos_range[1]}]", BAD_LABEL)
     question = obj.get("question")
     if question is not None and (not isinstance(question, str) or not question.strip()):
         raise fail("question", f"expected a non-blank string or no field, found {question!r:.60}")
@@ -178,7 +190,7 @@ def _parse_turn(turn: Any, index: int, count: int, fail: Any) -> SFTTurn:
 
 def load_sft_jsonl(
     path: str | Path, *, strict: bool = False, check_format: bool = True, check_image: bool = True,
-    image_root: str | Path | None = None,
+    image_root: str | Path | None = None, mos_range: tuple[float, float] | None = MOS_RANGE,
 ) -> LoadResult:
     """Read and validate a trajectory JSONL file. Bad lines (invalid JSON or records) are counted in
     `LoadResult.bad` as ("file:line", message); with `strict` the first one raises SFTDataError. Blank lines
@@ -187,6 +199,7 @@ def load_sft_jsonl(
     root = Path(image_root) if image_root else path.parent
     records: list[SFTRecord] = []
     bad: list[tuple[str, str]] = []
+    categories: list[str] = []
     with path.open(encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
@@ -198,12 +211,31 @@ def load_sft_jsonl(
                 except json.JSONDecodeError as err:
                     raise SFTDataError(f"{where}: not valid JSON: {err}") from err
                 records.append(parse_record(obj, where, root, check_format=check_format,
-                                            check_image=check_image))
+                                            check_image=check_image, mos_range=mos_range))
             except SFTDataError as err:
                 if strict:
                     raise
                 bad.append((where, str(err)))
-    return LoadResult(records, bad)
+                categories.append(err.category)
+    return LoadResult(records, bad, categories)
+
+
+def load_checked_sft(
+    path: str | Path, *, image_root: str | Path | None = None, cache_dir: str | Path | None = None,
+    log: Any = None, mos_range: tuple[float, float] | None = MOS_RANGE,
+) -> tuple[list[SFTRecord], BadRecords]:
+    """The usable records of a trajectory file and the report of the others (`train.data_checks`): lines that
+    fail `parse_record` (bad JSON, fields, a missing image, a score outside `mos_range`) and records whose image
+    does not decode (every image is decoded once here, `data_checks.check_images`; `cache_dir` keeps the
+    verdicts). Nothing raises for bad data; the caller decides with `BadRecords.finish`."""
+    result = load_sft_jsonl(path, image_root=image_root, mos_range=mos_range)
+    bad = BadRecords(str(path), n_records=len(result.records) + len(result.bad))
+    for (where, message), category in zip(result.bad, result.categories):
+        bad.add(where, category, message.removeprefix(f"{where}: "))
+    records = drop_bad_images(result.records, lambda r: r.image, lambda r: r.where, bad, cache_dir=cache_dir,
+                              log=log)
+    bad.sort()
+    return records, bad
 
 
 @dataclass(frozen=True)

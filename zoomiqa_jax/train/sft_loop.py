@@ -59,7 +59,7 @@ from zoomiqa_jax.train.sft_data import (
     add_model_inputs,
     build_examples,
     collate,
-    load_sft_jsonl,
+    load_checked_sft,
 )
 
 MODEL_KEYS = ("input_ids", "attention_mask", "labels", "pixel_values", "position_ids", "vision_meta")
@@ -208,15 +208,14 @@ def synthetic_data(cfg: TrainConfig, out: Path) -> Path:
     return path
 
 
-def load_records(path: str | Path, image_root: str = "", log: Callable[[str], None] = print) -> list[SFTRecord]:
-    """The valid records of a trajectory file; bad lines are counted and the first few named (nothing silently
-    dropped)."""
-    result = load_sft_jsonl(path, image_root=image_root or None)
-    if result.bad:
-        log(f"{path}: {len(result.bad)} bad line(s) skipped, e.g. " + "; ".join(m for _, m in result.bad[:3]))
-    if not result.records:
-        raise ValueError(f"{path}: no valid trajectory records ({len(result.bad)} bad lines)")
-    return result.records
+def load_records(path: str | Path, image_root: str = "", log: Callable[[str], None] = print, *,
+                 max_bad_fraction: float = 1.0, out_dir: Path | None = None) -> list[SFTRecord]:
+    """The usable records of a trajectory file (`sft_data.load_checked_sft`, every image decoded once); the bad
+    ones are named in the log and in `out_dir/metrics.jsonl`, and `train.data_checks.BadDataError` stops the run
+    when more than `max_bad_fraction` of the records are bad (nothing silently dropped)."""
+    records, bad = load_checked_sft(path, image_root=image_root or None, cache_dir=out_dir, log=log)
+    bad.finish(log, out_dir, max_bad_fraction)
+    return records
 
 
 # ------------------------------------------------------------------------------------------ batches
@@ -286,14 +285,15 @@ def run_sft(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], Non
     initialize_distributed()
     out = Path(cfg.run.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    train_path = Path(cfg.data.train) if cfg.data.train else synthetic_data(cfg, out / "data")
+    records = load_records(train_path, cfg.data.image_root, log, max_bad_fraction=cfg.data.max_bad_fraction,
+                           out_dir=out)  # before the model loads: bad data stops the run at once
     mesh: Mesh = make_mesh(cfg.parallel.mesh)
     model, config, weights_dir = load_model(cfg)
     tok_dir = tokenizer_dir(cfg, weights_dir)
     tokenizer = load_tokenizer(tok_dir)
     prompts = load_prompt_file(resolve_path(cfg.data.prompt_file)) if cfg.data.prompt_file else DEFAULT_PROMPTS
 
-    train_path = Path(cfg.data.train) if cfg.data.train else synthetic_data(cfg, out / "data")
-    records = load_records(train_path, cfg.data.image_root, log)
     stream = SFTStream(records, tokenizer, batch_size=cfg.data.batch_size, seed=cfg.data.seed,
                        per_round=cfg.data.per_round, prompts=prompts, max_pixels=cfg.data.max_pixels,
                        seq_buckets=cfg.data.seq_buckets if cfg.data.group_by_length else None, log=log)
