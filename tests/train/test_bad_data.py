@@ -192,6 +192,21 @@ def test_more_bad_data_than_the_share_exits_2_naming_count_share_and_key(
         in err
 
 
+def test_an_image_that_breaks_after_the_check_stops_with_exit_2_naming_it(
+        bad_set: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import zoomiqa_jax.train.sft_loop as sft_loop
+    from zoomiqa_jax.processing.image import load_image
+    from zoomiqa_jax.train.cli import main
+
+    def run_sft(cfg: object, **kwargs: object) -> None:  # the file broke after the start-up check: the loader fails
+        load_image(bad_set["sft"].parent / "degraded" / "broken.jpg")
+
+    monkeypatch.setattr(sft_loop, "run_sft", run_sft)
+    assert main(["sft", *_sft_overrides(bad_set, tmp_path / "sft", 0.3)]) == 2
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err and "changed after the data check" in err and "resumes from the last checkpoint" in err
+
+
 @pytest.mark.slow
 def test_sft_trains_on_the_rest_and_reports_the_bad_records(bad_set: dict, tmp_path: Path) -> None:
     out = tmp_path / "run"

@@ -49,12 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"zoomiqa train {args.job}: {err}", file=sys.stderr)
         return 2
+    from zoomiqa_jax.processing.image import ImageLoadError
     from zoomiqa_jax.train.data_checks import BadDataError
 
     try:
         result = run()
     except BadDataError as err:  # more bad training records than data.max_bad_fraction allows
         print(f"zoomiqa train {args.job}: {err}", file=sys.stderr)
+        return 2
+    except ImageLoadError as err:  # an image that passed the start-up check broke later (train.data_checks)
+        print(f"zoomiqa train {args.job}: {err}; the file changed after the data check at start-up: fix or remove "
+              "it and rerun the same command (it resumes from the last checkpoint)", file=sys.stderr)
         return 2
     print(f"done: step {result.step}, outputs in {result.out_dir}")
     return 0
