@@ -19,9 +19,11 @@ reason", the first `LOG_LIMIT`), and one line of `<out_dir>/metrics.jsonl` holds
 The run stops (`BadDataError`, exit status 2 from `zoomiqa train`) when k / N > `data.max_bad_fraction`.
 
 Images are decoded once, at load time, on a thread pool (PIL releases the GIL while decoding), so a truncated
-JPEG is found before step 0, not at step 500. A 1024x768 JPEG takes ~16 ms to decode on one busy core: 10k
-images ~3 min on one thread, under a minute on 8. The verdicts are cached in `<out_dir>/image_check.json` by
-(path, size, mtime), so a resumed run re-decodes only files that changed. A file that turns unreadable after
+JPEG is found before step 0, not at step 500. Measured: a 1024x768 JPEG takes 16 ms (an idle core) to 28 ms (the
+2-core dev machine under load, where the second thread gained nothing) to load, so 10k images cost 3-5 minutes
+on one core, less with free cores; SFT's length grouping already builds every example once at start-up, which
+costs more. The verdicts are cached in `<out_dir>/image_check.json` by (path, size, mtime), so a resumed run
+re-decodes only files that changed. A file that turns unreadable after
 the check (changed during the run) stops the run with the loader's error naming the file, rather than being
 skipped on the fly: skipping late would change the batches of the hosts that see the failure but not of the
 others, and break the deterministic stream; the checkpoints so far stay valid, so fix the file and resume.
