@@ -192,6 +192,18 @@ def test_more_bad_data_than_the_share_exits_2_naming_count_share_and_key(
         in err
 
 
+def test_a_missing_data_file_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from zoomiqa_jax.train.cli import main
+
+    missing = tmp_path / "nope.jsonl"
+    assert main(["sft", "--config", "configs/sft_tiny.yaml", f"data.train={missing}",
+                 f"run.out_dir={tmp_path / 'sft'}"]) == 2
+    assert f"data.train: the trajectory file {str(missing)!r} does not exist" in capsys.readouterr().err
+    assert main(["grpo", "--config", "configs/grpo_tiny.yaml", f"grpo.datasets=[{missing}]",
+                 f"run.out_dir={tmp_path / 'grpo'}"]) == 2
+    assert f"grpo.datasets: label file(s) [{str(missing)!r}] do not exist" in capsys.readouterr().err
+
+
 def test_an_image_that_breaks_after_the_check_stops_with_exit_2_naming_it(
         bad_set: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     import zoomiqa_jax.train.sft_loop as sft_loop

@@ -252,6 +252,9 @@ def load_checked_labels(
 
     bad = BadRecords(", ".join(str(p) for p in paths))
     records: list[Any] = []
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if missing:
+        raise BadDataError(f"grpo.datasets: label file(s) {missing} do not exist")
     for path in paths:
         result = load_labels(path, fmt, root=root, valid_range=valid_range, check_files=True)  # type: ignore[arg-type]
         bad.n_records += len(result.records) + len(result.bad)

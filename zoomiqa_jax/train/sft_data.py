@@ -45,7 +45,14 @@ from zoomiqa_jax.processing.prompts import (
     zoomiqa_stage2_messages,
 )
 from zoomiqa_jax.processing.tokenizer import SPECIAL_TOKENS, render_chat
-from zoomiqa_jax.train.data_checks import BAD_LABEL, BAD_RECORD, MISSING_IMAGE, BadRecords, drop_bad_images
+from zoomiqa_jax.train.data_checks import (
+    BAD_LABEL,
+    BAD_RECORD,
+    MISSING_IMAGE,
+    BadDataError,
+    BadRecords,
+    drop_bad_images,
+)
 
 IGNORE_INDEX = -100
 MOS_RANGE = (1.0, 5.0)  # the rating scale of the Zoom-IQA prompts (data.labels.DEFAULT_RANGE)
@@ -227,7 +234,10 @@ def load_checked_sft(
     """The usable records of a trajectory file and the report of the others (`train.data_checks`): lines that
     fail `parse_record` (bad JSON, fields, a missing image, a score outside `mos_range`) and records whose image
     does not decode (every image is decoded once here, `data_checks.check_images`; `cache_dir` keeps the
-    verdicts). Nothing raises for bad data; the caller decides with `BadRecords.finish`."""
+    verdicts). Nothing raises for bad records (the caller decides with `BadRecords.finish`); a missing file
+    raises BadDataError naming `data.train`."""
+    if not Path(path).is_file():
+        raise BadDataError(f"data.train: the trajectory file {str(path)!r} does not exist")
     result = load_sft_jsonl(path, image_root=image_root, mos_range=mos_range)
     bad = BadRecords(str(path), n_records=len(result.records) + len(result.bad))
     for (where, message), category in zip(result.bad, result.categories):
