@@ -154,6 +154,16 @@ def test_image_verdicts_are_cached_until_the_file_changes(bad_set: dict, tmp_pat
     assert "checked 1 image(s) by decoding (0 unchanged" in logged[-1]
 
 
+def test_an_image_past_the_processors_aspect_ratio_is_unreadable(tmp_path: Path) -> None:
+    from zoomiqa_jax.train.data_checks import image_problem
+
+    Image.new("RGB", (402, 2)).save(tmp_path / "strip.png")  # 201:1, over the processor's 200
+    Image.new("RGB", (400, 2)).save(tmp_path / "ok.png")
+    expected = f"image file {str(tmp_path / 'strip.png')!r} (402x2): absolute aspect ratio must be smaller than 200"
+    assert image_problem(tmp_path / "strip.png") == (UNREADABLE_IMAGE, f"{expected}, got 201.0")
+    assert image_problem(tmp_path / "ok.png") is None
+
+
 @pytest.mark.parametrize("value", ["-0.1", "1.5", ".nan"])
 def test_max_bad_fraction_must_lie_in_0_1(value: str) -> None:
     from zoomiqa_jax.train.config import load_train_config

@@ -167,9 +167,12 @@ def image_problem(path: str | Path) -> tuple[str, str] | None:
         return MISSING_IMAGE, f"image file {name!r} does not exist"
     try:
         image = load_image(name)
-        smart_resize(image.height, image.width)  # the aspect-ratio limit (ValueError past 200:1)
     except (ImageLoadError, ValueError, OSError) as err:
         return UNREADABLE_IMAGE, str(err)
+    try:
+        smart_resize(image.height, image.width)  # the aspect-ratio limit (ValueError past 200:1)
+    except ValueError as err:
+        return UNREADABLE_IMAGE, f"image file {name!r} ({image.width}x{image.height}): {err}"
     return None
 
 
