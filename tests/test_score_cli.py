@@ -82,8 +82,33 @@ def test_compare_and_all_unreadable(checkpoint, folder, monkeypatch):
     a, b = str(folder / "good1.png"), str(folder / "good2.png")
     code, out, _ = run(compare_main, ["--checkpoint", checkpoint, "--ref", a, a, b, *FAST[:4]])
     assert code == 0 and f"better: Image B ({b})" in out
-    code, out, err = run(score_main, ["--checkpoint", checkpoint, str(folder / "corrupt.png"), "missing.png", *FAST])
-    assert code == 1 and "missing.png" in err and "corrupt.png" in err and "scored 0 of 2" in out
+    code, out, err = run(score_main, ["--checkpoint", checkpoint, str(folder / "corrupt.png"), *FAST])
+    assert code == 1 and "corrupt.png" in err and "scored 0 of 1" in out
+
+
+def test_missing_paths_exit_2_before_the_model_loads(folder, tmp_path, monkeypatch):
+    import zoomiqa_jax.score as score
+
+    def no_loading(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the model was loaded before the paths were checked")
+
+    monkeypatch.setattr(score, "load_checkpoint", no_loading)
+    good, ckpt = str(folder / "good1.png"), str(tmp_path)
+    code, out, err = run(score_main, ["--checkpoint", ckpt, good, "missing.png", "gone/", *FAST])
+    assert code == 2 and out == ""
+    assert "error: missing.png: no such file or folder" in err and "error: gone/: no such file or folder" in err
+    code, _, err = run(score_main, ["--checkpoint", str(tmp_path / "nope"), good, "--tokenizer", "tok/",
+                                    "--prompt-file", "p.yaml", "--json", "no/dir/out.jsonl"])
+    assert code == 2
+    for message in (f"--checkpoint {tmp_path / 'nope'}: no such directory", "--tokenizer tok/: no such directory",
+                    "--prompt-file p.yaml: no such file", "--json no/dir/out.jsonl: folder"):
+        assert message in err, err
+    code, _, err = run(compare_main, ["--checkpoint", ckpt, good, "b_missing.png"])
+    assert code == 2 and "error: b_missing.png: no such file or folder" in err
+    from zoomiqa_jax.eval.runner import eval_main
+
+    code, _, err = run(eval_main, ["--checkpoint", str(tmp_path / "nope"), "--labels", "labels_missing.jsonl"])
+    assert code == 2 and "--checkpoint" in err and "labels_missing.jsonl: no such file or folder" in err
 
 
 @pytest.mark.parametrize("command", ["score", "compare"])

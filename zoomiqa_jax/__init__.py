@@ -6,9 +6,25 @@ Heavy submodules load on first use, so `import zoomiqa_jax` stays cheap.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
 __version__ = "0.1.0"
+
+
+class _DropTorchNotice(logging.Filter):
+    """Drops transformers' "PyTorch was not found. Models won't be available ..." notice, printed whenever it is
+    imported without torch: we use only its tokenizers, so on every command it was noise. Every other transformers
+    message still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("PyTorch was not found. Models won't be available")
+
+
+# Installed before any module imports transformers (all of them import this package first); the logger object
+# is the one transformers' own `logging.get_logger("transformers")` returns later.
+if not any(isinstance(f, _DropTorchNotice) for f in logging.getLogger("transformers").filters):
+    logging.getLogger("transformers").addFilter(_DropTorchNotice())
 
 _LAZY = {
     "ModelConfig": "zoomiqa_jax.config",

@@ -4,11 +4,13 @@
     zoomiqa compare --checkpoint DIR [--ref R] A B
 
 `score` prints, per image, the model's reasoning, each zoom (the requested box and the crop actually cut, in
-pixels and normalized) and the rating. A corrupt or missing image is reported by name and the others still
-run; an unparseable answer is reported with its error class and gets no rating (never a made-up one).
+pixels and normalized) and the rating. Every path named on the command line is checked before the model loads:
+a missing image, checkpoint, tokenizer or prompt file stops the command at once. A corrupt image is reported by
+name and the others still run; an unparseable answer is reported with its error class and gets no rating (never
+a made-up one).
 
-Exit status: 0 when at least one image went through the model, 1 when none could (every image missing or
-unreadable), 2 for a bad checkpoint, prompt file or flag.
+Exit status: 0 when at least one image went through the model, 1 when none could (every image unreadable),
+2 for a path that does not exist, a bad checkpoint, prompt file or flag.
 """
 
 from __future__ import annotations
@@ -77,6 +79,29 @@ def pixel_limits(directory: Path) -> tuple[int | None, int | None]:
     return (int(low) if low else None), (int(high) if high else None)
 
 
+def missing_paths(args: argparse.Namespace, inputs: Sequence[str] = ()) -> list[str]:
+    """What does not exist among the paths a command names (`inputs`: image files or folders; the
+    --checkpoint, --tokenizer, --prompt-file, the folder of --json), one message each. Checked before the model
+    loads, which takes seconds to minutes."""
+    problems = [f"{p}: no such file or folder" for p in inputs if not Path(p).exists()]
+    if not Path(args.checkpoint).is_dir():
+        problems.append(f"--checkpoint {args.checkpoint}: no such directory")
+    if getattr(args, "tokenizer", None) and not Path(args.tokenizer).is_dir():
+        problems.append(f"--tokenizer {args.tokenizer}: no such directory")
+    if getattr(args, "prompt_file", None) and not Path(args.prompt_file).is_file():
+        problems.append(f"--prompt-file {args.prompt_file}: no such file")
+    if getattr(args, "json", None) and not Path(args.json).absolute().parent.is_dir():
+        problems.append(f"--json {args.json}: folder {Path(args.json).absolute().parent} does not exist")
+    return problems
+
+
+def report_missing(problems: Sequence[str], err: TextIO) -> bool:
+    """Print each problem as an error line; True when there was any."""
+    for problem in problems:
+        print(f"error: {problem}", file=err)
+    return bool(problems)
+
+
 def collect_images(paths: Sequence[str]) -> tuple[list[Path], bool]:
     """Files in order; a folder contributes its image files (sorted, by suffix). Returns (files, any folder)."""
     files: list[Path] = []
@@ -86,7 +111,8 @@ def collect_images(paths: Sequence[str]) -> tuple[list[Path], bool]:
             folder = True
             files.extend(sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
         else:
-            files.append(p)  # a missing file is reported when it is loaded
+            files.append(p)  # missing paths were refused before (`missing_paths`); one that vanished since is
+            # reported when it is loaded
     return files, folder
 
 
@@ -174,17 +200,19 @@ def _load_items(files: Sequence[Path], start: int = 0) -> Iterator[tuple[Path, A
 
 def score_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """`zoomiqa score`; returns the exit status (module docstring)."""
+    out, err = out or sys.stdout, err or sys.stderr
+    args = build_parser("score").parse_args(argv)
+    if args.batch_size < 1:
+        print(f"error: --batch-size must be >= 1, found {args.batch_size}", file=err)
+        return 2
+    if report_missing(missing_paths(args, args.images), err):
+        return 2
     from tqdm.auto import tqdm
 
     from zoomiqa_jax.inference.single_turn import run_single_turn
     from zoomiqa_jax.inference.trajectory import count_invalid
     from zoomiqa_jax.inference.zoom import run_zoomiqa
 
-    out, err = out or sys.stdout, err or sys.stderr
-    args = build_parser("score").parse_args(argv)
-    if args.batch_size < 1:
-        print(f"error: --batch-size must be >= 1, found {args.batch_size}", file=err)
-        return 2
     files, folder = collect_images(args.images)
     if not files:
         print(f"error: no images found in {' '.join(args.images)} (suffixes: {', '.join(IMAGE_SUFFIXES)})", file=err)
@@ -240,11 +268,13 @@ def score_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err
 
 def compare_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """`zoomiqa compare`: the Q-Insight comparison prompt on A and B (with --ref, the reference-based one)."""
-    from zoomiqa_jax.inference.single_turn import run_comparisons
-
     out, err = out or sys.stdout, err or sys.stderr
     args = build_parser("compare").parse_args(argv)
     files = [Path(f) for f in ([args.ref] if args.ref else []) + [args.image_a, args.image_b]]
+    if report_missing(missing_paths(args, [str(f) for f in files]), err):
+        return 2
+    from zoomiqa_jax.inference.single_turn import run_comparisons
+
     loaded = list(_load_items(files))
     bad = [(p, e) for p, e in loaded if isinstance(e, str)]
     for path, message in bad:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from zoomiqa_jax.eval import runner
-from zoomiqa_jax.eval.report import PUBLISHED, column_of, write_report
+from zoomiqa_jax.eval.report import PUBLISHED, column_of, set_metrics, write_report
 
 N_IMAGES = 6
 
@@ -40,14 +40,16 @@ def _argv(ws: dict[str, Path], out: Path, *extra: str) -> list[str]:
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Names of the images the model is run on (the real run_zoomiqa, wrapped)."""
+    from zoomiqa_jax.inference import zoom  # the runner imports it when it runs
+
     seen: list[str] = []
-    real = runner.run_zoomiqa
+    real = zoom.run_zoomiqa
 
     def wrapper(model, tokenizer, items, *args, **kwargs):  # noqa: ANN001, ANN202
         seen.extend(item.name for item in items)
         return real(model, tokenizer, items, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "run_zoomiqa", wrapper)
+    monkeypatch.setattr(zoom, "run_zoomiqa", wrapper)
     return seen
 
 
@@ -109,6 +111,20 @@ def test_shards_split_the_items_and_metrics_cover_every_shard(
     assert len(runs[0]) + len(runs[1]) == N_IMAGES - 1  # the corrupt image never reaches the model
 
 
+def test_progress_bar_label_is_the_callers(
+    workspace: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(runner, "_infer", lambda *args, **kwargs: [])  # the bar, not the model, is under test
+    (eval_set,) = runner.load_label_sets([str(workspace["labels"])])
+    kwargs = dict(model=None, tokenizer=None, task="zoomiqa", settings=None, max_turns=1, prompts=None, done={},
+                  digest="0" * 16, batch_size=4)
+    with open(tmp_path / "p.jsonl", "w") as sink:
+        runner.evaluate_set(eval_set, sink=sink, progress_label="held-out eval", **kwargs)
+        assert "held-out eval: 100%" in capsys.readouterr().err
+        runner.evaluate_set(eval_set, sink=sink, **kwargs)  # the default: the dataset's name
+        assert f"{eval_set.name}: 100%" in capsys.readouterr().err
+
+
 def test_store_refuses_lines_of_another_config(tmp_path: Path) -> None:
     digest, done = runner.open_store(tmp_path, {"a": 1})
     assert done == {}
@@ -127,7 +143,7 @@ def test_metrics_and_report_of_valid_predictions(tmp_path: Path) -> None:
              "invalid": None, "rounds": 1 + (i % 4 == 0), "zoomed": i % 4 == 0, "hit_token_limit": False}
             for i, m in enumerate(mos)]
     rows[0].update(pred=None, invalid="malformed_json")
-    m = runner.set_metrics(rows, "zoomiqa")
+    m = set_metrics(rows, "zoomiqa")
     assert m["n_valid"] == 39 and m["invalid_by_class"] == {"malformed_json": 1}
     assert m["crop_rate"] == pytest.approx(10 / 40) and m["mean_extra_rounds"] == pytest.approx(0.25)
     assert m["scores"]["n_used"] == 39 and m["scores"]["plcc"] > 0.9
@@ -147,7 +163,7 @@ def test_degradation_task_metrics() -> None:
              "distortion_class": gc, "severity": gl, "pred_class": pc, "pred_level": pl}
             for gc, gl, pc, pl in [("noise", "slight", "noise", "slight"), ("blur", "serious", "noise", "serious"),
                                    ("null", "null", "null", "null")]]
-    d = runner.set_metrics(rows, "qinsight_degradation")["degradation"]
+    d = set_metrics(rows, "qinsight_degradation")["degradation"]
     assert d["per_class"]["noise"]["class_acc"] == 1.0 and d["per_class"]["blur"]["class_acc"] == 0.0
 
 
@@ -160,7 +176,7 @@ def test_degradation_report_has_table3_layout_beside_published_rows(tmp_path: Pa
     rows = [{"dataset": "degradation", "key": str(i), "invalid": None if pc else "missing_answer", "rounds": 1,
              "zoomed": False, "hit_token_limit": False, "pred": None, "mos": 1.0, "distortion_class": gc,
              "severity": gl, "pred_class": pc, "pred_level": pl} for i, (gc, gl, pc, pl) in enumerate(cases)]
-    m = runner.set_metrics(rows, "qinsight_degradation")
+    m = set_metrics(rows, "qinsight_degradation")
     summary = {"config_hash": "h", "task": "qinsight_degradation", "datasets": {"degradation": m}}
     report = write_report(tmp_path, summary, {"degradation": rows},
                           {"checkpoint": "ckpt", "task": "qinsight_degradation", "sampling": {}}).read_text()

@@ -37,9 +37,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from zoomiqa_jax.data.pipeline import PipelineConfig, iterate, record_key
-from zoomiqa_jax.eval.report import set_metrics, write_report
-from zoomiqa_jax.eval.runner_devices import data_parallel_generate
+# jax, grain, numpy and the inference stack load inside the functions that use them: `zoomiqa eval --help` stays
+# fast.
 from zoomiqa_jax.eval.runner_store import (  # noqa: F401 (ResumeError, config_hash, load_predictions: public here)
     ResumeError,
     checkpoint_fingerprint,
@@ -49,8 +48,6 @@ from zoomiqa_jax.eval.runner_store import (  # noqa: F401 (ResumeError, config_h
     open_store,
     predictions_file,
 )
-from zoomiqa_jax.inference.single_turn import run_single_turn
-from zoomiqa_jax.inference.zoom import run_zoomiqa
 
 TASKS = {"zoomiqa": "zoomiqa", "qinsight": "qinsight_score", "qinsight-degradation": "qinsight_degradation",
          "vqr1": "vqr1_score"}
@@ -147,6 +144,9 @@ class _View:
 
 def _infer(model: Any, tokenizer: Any, items: list, task: str, settings: Any, max_turns: int, prompts: Any,
            generate_fn: Any = None) -> list:
+    from zoomiqa_jax.inference.single_turn import run_single_turn
+    from zoomiqa_jax.inference.zoom import run_zoomiqa
+
     if task == "zoomiqa":
         return run_zoomiqa(model, tokenizer, items, settings, max_turns=max_turns, prompts=prompts,
                            generate_fn=generate_fn)
@@ -157,17 +157,19 @@ def evaluate_set(
     eval_set: EvalSet, model: Any, tokenizer: Any, *, task: str, settings: Any, max_turns: int, prompts: Any,
     done: dict[tuple[str, str], dict[str, Any]], digest: str, sink: TextIO, batch_size: int,
     limit: int | None = None, num_threads: int = 4, progress: bool = True, shard_index: int = 0,
-    shard_count: int = 1, generate_fn: Any = None,
+    shard_count: int = 1, generate_fn: Any = None, progress_label: str | None = None,
 ) -> tuple[list[str], int]:
     """Predict every unfinished item of `eval_set` (the first `limit`) in this shard (positions
     shard_index, shard_index + shard_count, ...), appending lines to `sink`.
 
     `generate_fn` replaces `engine.generate` (e.g. a `runner_devices.DataParallelGenerate`).
+    `progress_label` labels the progress bar (default: the set's name).
     Returns (the keys of the set's items in source order, number of items run now).
     """
     from PIL import Image
     from tqdm.auto import tqdm
 
+    from zoomiqa_jax.data.pipeline import PipelineConfig, iterate, record_key
     from zoomiqa_jax.inference.rounds import ImageItem
 
     n = len(eval_set.source) if limit is None else min(limit, len(eval_set.source))
@@ -177,7 +179,8 @@ def evaluate_set(
     config = PipelineConfig(batch_size=batch_size, shuffle=False, shard_index=0, shard_count=1, patches=False,
                             num_threads=num_threads)
     mine = len(range(shard_index, n, shard_count))
-    with tqdm(total=mine, initial=mine - len(pending), desc=eval_set.name, unit="image", disable=not progress) as bar:
+    desc = progress_label or eval_set.name
+    with tqdm(total=mine, initial=mine - len(pending), desc=desc, unit="image", disable=not progress) as bar:
         for batch in iterate(view, config):
             items, rows = [], []
             for j, local in enumerate(batch["index"]):
@@ -251,9 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def eval_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """`zoomiqa eval`. Exit status 0 on success, 2 for a bad flag, checkpoint, data source or a config clash."""
-    from zoomiqa_jax.score import _setup
+def eval_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None, *,
+              progress_label: str | None = None) -> int:
+    """`zoomiqa eval`. Exit status 0 on success, 2 for a bad flag, a missing path, checkpoint, data source or a
+    config clash. `progress_label` labels the progress bars (default: each dataset's name; with several
+    datasets the name follows the label)."""
+    from zoomiqa_jax.score import _setup, missing_paths, report_missing
 
     out, err = out or sys.stdout, err or sys.stderr
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -261,9 +267,12 @@ def eval_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err:
     if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
         print("error: --batch-size and --limit must be >= 1", file=err)
         return 2
+    labels = args.labels.split(",") if args.labels else []
+    if report_missing(missing_paths(args, labels + [d for d in (args.image_root, args.data_dir) if d]), err):
+        return 2
     try:
         if args.labels:
-            sets = load_label_sets(args.labels.split(","), args.label_format, args.image_root)
+            sets = load_label_sets(labels, args.label_format, args.image_root)
         else:
             sets = load_tfds_sets([s.strip() for s in args.datasets.split(",")], args.data_dir, args.split)
     except (ValueError, OSError) as e:
@@ -280,6 +289,9 @@ def eval_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err:
               "max_turns": args.max_turns if task == "zoomiqa" else 1, "dtype": args.dtype, "sampling": sampling,
               "prompts": config_hash(dataclasses.asdict(prompts))}
     import jax
+
+    from zoomiqa_jax.eval.report import set_metrics, write_report
+    from zoomiqa_jax.eval.runner_devices import data_parallel_generate
 
     shard_index, shard_count = args.shard_index, args.shard_count
     if shard_count is None:
@@ -308,7 +320,9 @@ def eval_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err:
                 s, model, tokenizer, task=task, settings=settings, max_turns=args.max_turns, prompts=prompts,
                 done=done, digest=digest, sink=sink, batch_size=args.batch_size, limit=args.limit,
                 num_threads=args.num_threads, progress=not args.no_progress, shard_index=shard_index,
-                shard_count=shard_count, generate_fn=generate_fn)
+                shard_count=shard_count, generate_fn=generate_fn,
+                progress_label=None if progress_label is None else (
+                    progress_label if len(sets) == 1 else f"{progress_label} {s.name}"))
     if jax.process_count() > 1:  # every host has written its shard; host 0 writes metrics and report
         from jax.experimental import multihost_utils
 
