@@ -151,7 +151,8 @@ def _log(args: argparse.Namespace, msg: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code: 0 done, 2 bad arguments or a checkpoint that does not fit its
-    config, 1 an operating-system error (disk full, permissions). OUT_DIR is untouched on any error."""
+    config, 1 an operating-system error (disk full, permissions), 130 interrupted (SIGINT or SIGTERM). OUT_DIR is
+    untouched on any error or interruption."""
     args = build_parser().parse_args(argv)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # conversion is host work; never fill an accelerator
     _tune_malloc()
@@ -159,10 +160,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from zoomiqa_jax.checkpoint.safetensors_io import SafetensorsError
     from zoomiqa_jax.checkpoint.state import CheckpointMismatchError
     from zoomiqa_jax.config import ConfigError
+    from zoomiqa_jax.train.preemption import sigterm_raises_interrupt
 
     run = {"hf-to-orbax": hf_to_orbax, "orbax-to-hf": orbax_to_hf}[args.command]
     try:
-        message = run(args)
+        with sigterm_raises_interrupt():  # SIGTERM cleans up the temporary OUT_DIR sibling as Ctrl-C does
+            message = run(args)
+    except KeyboardInterrupt as e:
+        print(f"zoomiqa-convert {args.command}: interrupted ({e or 'SIGINT'}); {args.out_dir} untouched",
+              file=sys.stderr)
+        return 130
     except (ConversionError, CheckpointMismatchError, SafetensorsError, ConfigError) as e:
         print(f"zoomiqa-convert {args.command}: error: {e}", file=sys.stderr)
         return 2

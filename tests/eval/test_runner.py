@@ -193,3 +193,30 @@ def test_degradation_report_has_table3_layout_beside_published_rows(tmp_path: Pa
     assert published.format("Lev. Acc.", "0.5973", "0.4438", "0.5541", "0.3230", "-", "0.4796") in report
     assert q["class"][-1] == pytest.approx(np.mean(q["class"][:5]), abs=1e-4)  # the paper's Average is the macro mean
     assert q["level"][-1] == pytest.approx(np.mean(q["level"][:4]), abs=1e-4)
+
+
+def test_sigterm_keeps_finished_predictions_and_writes_no_report(
+    workspace: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """SIGTERM mid-run: exit 130, a message, every finished prediction on a complete line (a rerun resumes from
+    them: test_eval_writes_all_files_and_resumes_only_missing_items), no metrics or report of a partial set."""
+    import io
+    import os
+    import signal
+
+    from zoomiqa_jax.inference import zoom
+
+    real, calls = zoom.run_zoomiqa, []
+
+    def terminated_on_second_batch(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(len(args[2]))
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # a preempted VM, in the middle of the run
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(zoom, "run_zoomiqa", terminated_on_second_batch)
+    out, err = tmp_path / "run", io.StringIO()
+    assert runner.eval_main(_argv(workspace, out), err=err) == 130
+    assert "interrupted (SIGTERM): 4 finished prediction(s) kept" in err.getvalue()
+    assert len(_predictions(out)) == 4 and not (out / "metrics.json").exists()  # batch 1 (4 images), no report
+    assert not (out / "report.md").exists() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -49,27 +49,29 @@ def kill_after_checkpoint(argv: list[str], out: Path, step: int, final_step: int
     assert final_step not in saved, f"the run was not killed mid-run: saved steps {saved}"
 
 
-def _logged_steps(out: Path) -> list[int]:
-    """Steps of the metric lines (not events) in out/metrics.jsonl, complete lines only."""
+def _logged_steps(out: Path, offset: int = 0) -> list[int]:
+    """Steps of the metric lines (not events) in out/metrics.jsonl after byte `offset`, complete lines only."""
     path = out / "metrics.jsonl"
     if not path.exists():
         return []
-    lines = path.read_text().split("\n")[:-1]
+    lines = path.read_bytes()[offset:].decode().split("\n")[:-1]
     return [row["step"] for row in map(json.loads, lines) if "event" not in row]
 
 
 def stop_with_signal(argv: list[str], out: Path, signum: int, after_step: int, final_step: int,
                      env: dict[str, str] | None = None, timeout: float = 600) -> tuple[int, str]:
-    """Start `argv`, send `signum` as soon as out/metrics.jsonl has a line for a step > `after_step` (the run is
-    training), and check the graceful stop: exit status 0, the "Stopped at step N (SIGNAME)" line naming the
+    """Start `argv`, send `signum` as soon as it adds a line for a step > `after_step` to out/metrics.jsonl (the run
+    is training), and check the graceful stop: exit status 0, the "Stopped at step N (SIGNAME)" line naming the
     resume command, checkpoint N committed, N before `final_step`. Returns (N, the run's stdout)."""
     log = out.parent / f"{out.name}.{signal.Signals(signum).name}.log"
     out.mkdir(parents=True, exist_ok=True)
+    metrics = out / "metrics.jsonl"
+    offset = metrics.stat().st_size if metrics.exists() else 0  # lines of earlier runs do not count
     with open(log, "w") as stdout:
         proc = subprocess.Popen(argv, cwd=REPO, env=env or cpu_env(), stdout=stdout, stderr=subprocess.STDOUT)
         deadline = time.time() + timeout
         try:
-            while not any(s > after_step for s in _logged_steps(out)):
+            while not any(s > after_step for s in _logged_steps(out, offset)):
                 assert proc.poll() is None, f"the run ended before it could be stopped:\n{log.read_text()[-3000:]}"
                 assert time.time() < deadline, f"no step logged within {timeout} s"
                 time.sleep(0.05)

@@ -101,3 +101,16 @@ def test_two_processes_agree_on_the_stop_step() -> None:
         outs.append(out.strip().splitlines()[-1])
     # process 0 got no signal, process 1 got it during step 3: both stop before step 4, naming SIGTERM
     assert outs == ["STOP 4 SIGTERM", "STOP 4 SIGTERM"]
+
+
+def test_sigterm_raises_interrupt_inside_the_block_only() -> None:
+    from zoomiqa_jax.train.preemption import sigterm_raises_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    cleaned = []
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"), sigterm_raises_interrupt():
+        try:
+            _raise(signal.SIGTERM)
+        finally:
+            cleaned.append(True)
+    assert cleaned == [True] and signal.getsignal(signal.SIGTERM) is before

@@ -257,8 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
 def eval_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None, *,
               progress_label: str | None = None) -> int:
     """`zoomiqa eval`. Exit status 0 on success, 2 for a bad flag, a missing path, checkpoint, data source or a
-    config clash. `progress_label` labels the progress bars (default: each dataset's name; with several
-    datasets the name follows the label)."""
+    config clash, 130 when interrupted (SIGINT / SIGTERM; the predictions made so far are kept for the resume).
+    `progress_label` labels the progress bars (default: each dataset's name; with several datasets the name
+    follows the label)."""
     from zoomiqa_jax.score import _setup, missing_paths, report_missing
 
     out, err = out or sys.stdout, err or sys.stderr
@@ -314,15 +315,22 @@ def eval_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err:
         (out_dir / "environment.json").write_text(json.dumps(environment(argv, extra), indent=2) + "\n")
     ran: dict[str, int] = {}
     keys: dict[str, list[str]] = {}
-    with open(own, "a", encoding="utf-8") as sink:
-        for s in sets:
-            keys[s.name], ran[s.name] = evaluate_set(
-                s, model, tokenizer, task=task, settings=settings, max_turns=args.max_turns, prompts=prompts,
-                done=done, digest=digest, sink=sink, batch_size=args.batch_size, limit=args.limit,
-                num_threads=args.num_threads, progress=not args.no_progress, shard_index=shard_index,
-                shard_count=shard_count, generate_fn=generate_fn,
-                progress_label=None if progress_label is None else (
-                    progress_label if len(sets) == 1 else f"{progress_label} {s.name}"))
+    from zoomiqa_jax.train.preemption import sigterm_raises_interrupt
+
+    try:  # SIGINT / SIGTERM: the finished predictions stay (one flushed line each), no metrics or report yet
+        with sigterm_raises_interrupt(), open(own, "a", encoding="utf-8") as sink:
+            for s in sets:
+                keys[s.name], ran[s.name] = evaluate_set(
+                    s, model, tokenizer, task=task, settings=settings, max_turns=args.max_turns, prompts=prompts,
+                    done=done, digest=digest, sink=sink, batch_size=args.batch_size, limit=args.limit,
+                    num_threads=args.num_threads, progress=not args.no_progress, shard_index=shard_index,
+                    shard_count=shard_count, generate_fn=generate_fn,
+                    progress_label=None if progress_label is None else (
+                        progress_label if len(sets) == 1 else f"{progress_label} {s.name}"))
+    except KeyboardInterrupt as e:
+        print(f"interrupted ({e or 'SIGINT'}): {len(done)} finished prediction(s) kept in {out_dir}; the same "
+              "command resumes the rest", file=err)
+        return 130
     if jax.process_count() > 1:  # every host has written its shard; host 0 writes metrics and report
         from jax.experimental import multihost_utils
 

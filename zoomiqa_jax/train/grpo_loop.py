@@ -42,6 +42,7 @@ from zoomiqa_jax.parallel.mesh import initialize_distributed, make_mesh
 from zoomiqa_jax.parallel.rules import state_shardings
 from zoomiqa_jax.train.config import resolve_path
 from zoomiqa_jax.train.grpo_config import GrpoTrainConfig
+from zoomiqa_jax.train.preemption import StopRequest
 from zoomiqa_jax.train.sft_loop import export_final, load_model, synthetic_data, to_global, tokenizer_dir
 
 HOST_ONLY = ("sample_logp", "image_grid_thw", "image_counts", "patch_mask")  # rollout-batch keys the step ignores
@@ -149,6 +150,7 @@ class GrpoResult:
     history: list[dict[str, float]]
     resumed_from: int | None
     params: Any = None
+    stopped: str = ""  # the signal that stopped the run early ("SIGTERM"), with a checkpoint at `step`; "" if none
 
 
 def vision_mask(params: Any) -> Any:
@@ -157,8 +159,12 @@ def vision_mask(params: Any) -> Any:
         lambda path, _: any(getattr(k, "key", getattr(k, "name", None)) == "visual" for k in path), params)
 
 
-def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str], None] | None = None) -> GrpoResult:
-    """Train as configured (module docstring); resumes from the latest checkpoint in the checkpoint directory."""
+def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str], None] | None = None,
+             stop: StopRequest | None = None, allow_config_change: bool = False) -> GrpoResult:
+    """Train as configured (module docstring); resumes from the latest checkpoint in the checkpoint directory
+    after checking that its saved config matches (`train.resume`; `allow_config_change` lets changes through).
+    With `stop` (entered), a SIGINT / SIGTERM ends the run after the current GRPO step with a checkpoint
+    (`train.preemption`); the result's `stopped` names the signal."""
     from zoomiqa_jax.processing.prompts import DEFAULT_PROMPTS, choose_question, load_prompt_file
     from zoomiqa_jax.processing.tokenizer import load_tokenizer
     from zoomiqa_jax.train.advantages import group_advantages
@@ -167,6 +173,7 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
     from zoomiqa_jax.train.grpo import OLD_KEYS, make_grpo_step, make_old_policy, policy_outputs
     from zoomiqa_jax.train.metrics_log import MetricsLogger, progress_bar, show_metrics
     from zoomiqa_jax.train.optim import check_nonfinite_budget, make_optimizer, nonfinite_count, optimizer_step
+    from zoomiqa_jax.train.resume import check_resume_config
     from zoomiqa_jax.train.rollout import (
         build_rollout_batch,
         rollout_metrics,
@@ -179,6 +186,7 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
     initialize_distributed()
     g, ro = cfg.grpo, cfg.rollout
     out = Path(cfg.run.out_dir)
+    check_resume_config(cfg, allow_change=allow_config_change, log=log)  # before the model loads
     out.mkdir(parents=True, exist_ok=True)
     datasets = load_datasets(cfg, out, log)  # before the model loads: bad data stops the run at once
     mesh = make_mesh(cfg.parallel.mesh)
@@ -223,7 +231,7 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
     ref_logp_fn = jax.jit(lambda p, b: policy_outputs(nnx.merge(graphdef, p), b, ro.temperature)[0])
 
     opt_state = jax.jit(tx.init)(params)
-    ckpt = TrainCheckpointer.from_config(cfg)
+    ckpt = TrainCheckpointer.from_config(cfg, log=log)
     step = 0
     resumed_from = ckpt.latest_step()
     if resumed_from is not None:
@@ -246,8 +254,15 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
     logger = MetricsLogger(out)
     bar = progress_bar(total, initial=step, desc="grpo", enabled=progress and jax.process_index() == 0)
     history: list[dict[str, float]] = []
+    stopped = ""
     try:
         while step < total:
+            if stop is not None and stop.agreed():  # every process, at the same step
+                ckpt.save(step, params=params, opt_state=opt_state, config=cfg, force=True,
+                          data_state={"step": step, "sampler": dict(sampler.state_dict(), next_step=step)})
+                stopped = stop.signal_name
+                log(f"{stopped}: stopping at GRPO step {step}; saving its checkpoint")
+                break
             t0 = time.perf_counter()
             draw = sampler.draw(step)
             dataset = next(d for d in datasets if d.name == draw.dataset)
@@ -323,9 +338,9 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
         logger.close()
         ckpt.close()
 
-    final = export_final(graphdef, params, out / "final", tok_dir, log) if cfg.run.export_hf else None
+    final = export_final(graphdef, params, out / "final", tok_dir, log) if cfg.run.export_hf and not stopped else None
     return GrpoResult(step=step, out_dir=out, final_hf=final, history=history, resumed_from=resumed_from,
-                      params=params)
+                      params=params, stopped=stopped)
 
 
 # ------------------------------------------------------------------------------------------ sampling

@@ -17,13 +17,17 @@ Several processes (a TPU pod, a GPU cluster): a signal may reach the hosts at di
 `jax.experimental.multihost_utils.process_allgather`) so all processes stop after the same step and save the same
 checkpoint together. jax's own `reached_preemption_sync_point` would only see SIGTERM delivered through the
 coordination service, not Ctrl-C; the gather sees both and costs one tiny collective per step.
+
+Jobs without steps to finish (`zoomiqa eval`, `zoomiqa-convert`) use `sigterm_raises_interrupt()`: SIGTERM then
+raises KeyboardInterrupt as Ctrl-C does, so their cleanup (temporary directories, open files) runs on both.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import Any
 
@@ -93,3 +97,22 @@ class StopRequest:
             return False
         self.signum = int(raised[0])
         return True
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def sigterm_raises_interrupt() -> Iterator[None]:
+    """Inside the block SIGTERM raises KeyboardInterrupt (as SIGINT does), so `finally` / `except BaseException`
+    cleanup runs instead of the process dying where it stands; the previous handler is restored after. Outside
+    the main thread it changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -51,6 +51,7 @@ from zoomiqa_jax.model import Qwen25VL
 from zoomiqa_jax.parallel.mesh import initialize_distributed, make_mesh
 from zoomiqa_jax.parallel.rules import state_shardings
 from zoomiqa_jax.train.config import TrainConfig, resolve_path, save_train_config
+from zoomiqa_jax.train.preemption import StopRequest
 from zoomiqa_jax.train.sft_data import (
     SequenceTooLongError,
     SFTBuckets,
@@ -261,10 +262,15 @@ class SFTResult:
     last_metrics: dict[str, float]
     resumed_from: int | None
     params: Any = None
+    stopped: str = ""  # the signal that stopped the run early ("SIGTERM"), with a checkpoint at `step`; "" if none
 
 
-def run_sft(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None] | None = None) -> SFTResult:
-    """Train as configured (module docstring); resumes from the latest checkpoint in the checkpoint directory."""
+def run_sft(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None] | None = None,
+            stop: StopRequest | None = None, allow_config_change: bool = False) -> SFTResult:
+    """Train as configured (module docstring); resumes from the latest checkpoint in the checkpoint directory
+    after checking that its saved config matches (`train.resume`; `allow_config_change` lets changes through).
+    With `stop` (entered), a SIGINT / SIGTERM ends the run after the current optimizer step with a checkpoint
+    (`train.preemption`); the result's `stopped` names the signal."""
     from zoomiqa_jax.processing.prompts import DEFAULT_PROMPTS, load_prompt_file
     from zoomiqa_jax.processing.tokenizer import load_tokenizer
     from zoomiqa_jax.train.checkpointing import TrainCheckpointer, abstract_like, write_model_metadata
@@ -278,12 +284,14 @@ def run_sft(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], Non
         show_metrics,
     )
     from zoomiqa_jax.train.optim import check_nonfinite_budget, make_optimizer, nonfinite_count, optimizer_step
+    from zoomiqa_jax.train.resume import check_resume_config
     from zoomiqa_jax.train.sft import make_sft_step
     from zoomiqa_jax.train.step import batch_shardings
 
     log = log or functools.partial(print, flush=True)
     initialize_distributed()
     out = Path(cfg.run.out_dir)
+    check_resume_config(cfg, allow_change=allow_config_change, log=log)  # before the model loads
     out.mkdir(parents=True, exist_ok=True)
     train_path = Path(cfg.data.train) if cfg.data.train else synthetic_data(cfg, out / "data")
     records = load_records(train_path, cfg.data.image_root, log, max_bad_fraction=cfg.data.max_bad_fraction,
@@ -323,7 +331,7 @@ def run_sft(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], Non
     init_opt, _, _ = compiled(first)
     opt_state = init_opt(params)
 
-    ckpt = TrainCheckpointer.from_config(cfg)
+    ckpt = TrainCheckpointer.from_config(cfg, log=log)
     micro = 0
     resumed_from = ckpt.latest_step()
     if resumed_from is not None:
@@ -346,8 +354,16 @@ def run_sft(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], Non
     bar = progress_bar(total, initial=step, desc="sft", enabled=progress and jax.process_index() == 0)
     window: dict[str, float] = {"tokens": 0.0, "flops": 0.0, "time": 0.0}
     last: dict[str, float] = {}
+    at_boundary, stopped = True, ""  # between optimizer steps (not inside an accumulation)
     try:
         while step < total:
+            if at_boundary and stop is not None and stop.agreed():  # every process, at the same step
+                ckpt.save(step, params=params, opt_state=opt_state, data_state={"micro_batch": micro}, config=cfg,
+                          force=True)
+                stopped = stop.signal_name
+                log(f"{stopped}: stopping at step {step}; saving its checkpoint")
+                break
+            at_boundary = False
             t0 = time.perf_counter()
             batch = make_batch(stream.micro_batch(micro), config, buckets, pad_id)
             _, step_fn, shard = compiled(batch)
@@ -366,7 +382,7 @@ def run_sft(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], Non
             check_nonfinite_budget(skipped, cfg.run.max_nonfinite, new_step)
             if new_step == step:
                 continue  # accumulating (or a skipped micro-step): no optimizer update yet
-            step = new_step
+            step, at_boundary = new_step, True
             if step % cfg.run.log_every == 0 or step == total:
                 values = {k: v for k, v in metrics.items()}
                 values.update(lr=schedule(step - 1), nonfinite=skipped, micro_batch=micro,
@@ -387,7 +403,7 @@ def run_sft(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], Non
         logger.close()
         ckpt.close()
 
-    final = export_final(graphdef, params, out / "final", tok_dir, log) if cfg.run.export_hf else None
+    final = export_final(graphdef, params, out / "final", tok_dir, log) if cfg.run.export_hf and not stopped else None
     return SFTResult(step=step, out_dir=out, final_hf=final, last_metrics=last, resumed_from=resumed_from,
-                     params=params)
+                     params=params, stopped=stopped)
 
