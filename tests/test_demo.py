@@ -86,9 +86,74 @@ def test_demo_help_lists_every_flag(capsys):
         main(["demo", "--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--out", "--train-images", "--eval-images", "--sft-steps", "--grpo-steps", "--seed",
+    for flag in ("--out", "--quick", "--train-images", "--eval-images", "--sft-steps", "--grpo-steps", "--seed",
                  "--max-new-tokens", "--batch-size", "--no-progress"):
         assert flag in text, flag
+
+
+def test_quick_preset_sets_every_size_and_an_explicit_flag_wins():
+    args = demo.parse_args(["--quick", "--sft-steps", "7"])
+    assert args.sft_steps == 7
+    assert {k: getattr(args, k) for k in demo.QUICK_SIZES if k != "sft_steps"} == \
+        {k: v for k, v in demo.QUICK_SIZES.items() if k != "sft_steps"}
+    assert vars(demo.parse_args([])) | {"out": None} == {**demo.SIZE_DEFAULTS, "out": None, "quick": False,
+                                                         "seed": 0, "no_progress": False}
+    # the quick overrides are valid settings of the runs
+    load_train_config(None, [f"{k}={v}" for k, v in {**demo.SFT_OVERRIDES, **demo.QUICK_SFT_OVERRIDES}.items()])
+    cfg = load_grpo_config(None, [f"{k}={v}" for k, v in {**demo.GRPO_OVERRIDES, **demo.QUICK_GRPO_OVERRIDES}.items()])
+    assert cfg.grpo.epochs == 1 and cfg.rollout.max_new_tokens == 64
+
+
+def _foreign_folder(root: Path) -> dict[Path, str]:
+    files = {root / "data" / "precious.txt": "mine", root / "eval" / "notes.txt": "notes", root / "report.md": "# x"}
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return files
+
+
+def test_demo_refuses_a_folder_it_did_not_create_and_keeps_its_files(tmp_path, capsys):
+    out = tmp_path / "mine"
+    files = _foreign_folder(out)
+    assert main(["demo", "--quick", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(out) in err and "not created by zoomiqa demo" in err and "nothing was changed" in err
+    assert {p: p.read_text() for p in files} == files
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == \
+        ["data", "data/precious.txt", "eval", "eval/notes.txt", "report.md"]
+
+
+def test_demo_refuses_a_file_as_out(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(demo.DemoOutputError, match="not a folder"):
+        demo.prepare_out(tmp_path / "f")
+    assert (tmp_path / "f").read_text() == "x"
+
+
+def test_demo_rerun_clears_only_its_own_outputs(tmp_path):
+    out = tmp_path / "run"
+    demo.prepare_out(out)  # a new folder: created and marked
+    assert (out / demo.MARKER).is_file()
+    for name in demo.DEMO_DIRS:
+        (out / name / "sub").mkdir(parents=True)
+        (out / name / "sub" / "old.bin").write_bytes(b"0")
+    for name in demo.DEMO_FILES:
+        (out / name).write_text("old")
+    (out / "my_notes.md").write_text("keep")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("keep")
+    (out / "eval").rename(out / "eval_real")
+    (out / "eval").symlink_to(elsewhere, target_is_directory=True)  # a link: removed, its target never touched
+    demo.prepare_out(out)  # a rerun
+    assert sorted(p.name for p in out.iterdir()) == sorted([demo.MARKER, "my_notes.md", "eval_real"])
+    assert (out / "my_notes.md").read_text() == "keep" and (elsewhere / "keep.txt").read_text() == "keep"
+
+
+def test_demo_adopts_an_empty_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    demo.prepare_out(tmp_path / "empty")
+    assert [p.name for p in (tmp_path / "empty").iterdir()] == [demo.MARKER]
 
 
 def test_demo_rejects_bad_flags(capsys):

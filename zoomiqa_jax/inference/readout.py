@@ -40,12 +40,16 @@ def expected_ratings(
     *,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
+    progress: bool = False,
 ) -> np.ndarray:
-    """One score in [1, 5] per image (one forward each; images of equal size share a compiled program)."""
+    """One score in [1, 5] per image (one forward each; images of equal size share a compiled program).
+    `progress` shows a bar over the images."""
+    from tqdm.auto import tqdm
+
     digits = token_ids_of(tokenizer, [str(d) for d in range(1, 6)])
     kw = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
     scores = []
-    for image in images:
+    for image in tqdm(images, desc="digit read-out", unit="image", dynamic_ncols=True, disable=not progress):
         pixels, grid = preprocess_images([image], **kw)
         messages = [
             {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]},

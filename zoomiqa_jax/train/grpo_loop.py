@@ -252,6 +252,8 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
                                                          *(a + b for a in ro.prompt_buckets
                                                            for b in ro.new_token_buckets)}))
     logger = MetricsLogger(out)
+    if step < total:
+        log("compiling the first GRPO step (takes minutes on CPU)...")
     bar = progress_bar(total, initial=step, desc="grpo", enabled=progress and jax.process_index() == 0)
     history: list[dict[str, float]] = []
     stopped = ""
@@ -381,18 +383,22 @@ def sample_groups(cfg: GrpoTrainConfig, policy: Any, tokenizer: Any, records: Se
 
 
 def sampled_reward(cfg: GrpoTrainConfig, policy: Any, tokenizer: Any, records: Sequence[Any], *, seed: int,
-                   prompts: Any = None) -> dict[str, float]:
+                   prompts: Any = None, progress: bool = False) -> dict[str, float]:
     """The recipe's mean reward on fixed images: `grpo.group_size` samples per image with the rollout settings and
     a fixed seed, rewards computed per chunk of `data.batch_size` images exactly as in a training step. With the
     same images and seed it compares two checkpoints without the step-to-step noise of the training reward
     (whose images change every step). Returns the mean of each reward component, `rating/valid_rate` and
-    `n` (trajectories)."""
+    `n` (trajectories). `progress` shows a bar over the images."""
+    from tqdm.auto import tqdm
+
     from zoomiqa_jax.processing.prompts import DEFAULT_PROMPTS, choose_question
 
     prompts = prompts or DEFAULT_PROMPTS
     group, size = cfg.grpo.group_size, cfg.data.batch_size
     parts: dict[str, list[np.ndarray]] = {}
     images = ImageCache()
+    bar = tqdm(total=len(records), desc="held-out reward", unit="image", dynamic_ncols=True,
+               disable=not (progress and jax.process_index() == 0))
     for start in range(0, len(records), size):
         chunk = list(records[start:start + size])
         questions = [choose_question(_question_seed(cfg.data.seed, r.dataset, start + i), r.question, prompts)
@@ -402,6 +408,8 @@ def sampled_reward(cfg: GrpoTrainConfig, policy: Any, tokenizer: Any, records: S
         _, trajs = sample_groups(cfg, policy, tokenizer, chunk, questions, tasks, settings, prompts, images)
         for name, arr in compute_rewards(cfg, trajs, chunk, tasks, group).items():
             parts.setdefault(name, []).append(np.asarray(arr, np.float64).reshape(-1))
+        bar.update(len(chunk))
+    bar.close()
     ratings = np.concatenate(parts.pop("rating"))
     out = {f"reward/{name}": float(np.mean(np.concatenate(arrs))) for name, arrs in parts.items()}
     out["rating/valid_rate"] = float(np.isfinite(ratings).mean())
