@@ -322,6 +322,18 @@ def test_qinsight_comparison(text, choice, error):
         ("<think>no tags, rating 2.5</think>", 2.5, None, False),
         ("<answer>excellent</answer>", None, "invalid_rating", True),
         ("", None, "invalid_rating", False),
+        # Golden cases from upstream's reward (`-?\d+(\.\d+)?` on the stripped last block, float(), no clip):
+        ("<answer>-1.5</answer>", -1.5, None, True),  # the minus sign is kept; not clipped, as upstream
+        ("<think>x</think><answer> -0.25 </answer>", -0.25, None, True),
+        ("<answer>score-4.5</answer>", -4.5, None, True),  # a hyphen before a number reads as its sign
+        ("<answer>3-4</answer>", 3.0, None, True),  # the FIRST match only
+        ("<answer>--2</answer>", -2.0, None, True),  # one minus sign belongs to the number
+        ("<answer>- 2</answer>", 2.0, None, True),  # a minus with a space is not a sign
+        ("no tags: -3.25 then 4", -3.25, None, False),  # whole text without a block
+        ("<answer>1.5e3</answer>", 1.5, None, True),  # no exponent in the pattern
+        ("<answer>-.5</answer>", 5.0, None, True),  # "\d+" needs a digit before the point: "5" matches
+        ("<answer>-</answer>", None, "invalid_rating", True),
+        ("<answer>" + "9" * 400 + "</answer>", None, "invalid_rating", True),  # float() gives inf: we refuse
     ],
 )
 def test_visualquality_r1(text, rating, error, tagged):

@@ -258,6 +258,7 @@ _QINSIGHT_RATING_OR_STRING = re.compile(r'"rating"\s*:\s*"?\s*([\d.]+)')  # stri
 _QINSIGHT_DEGRADATION = re.compile(
     r'"distortion_class"\s*:\s*"([^"]+)".*?"severity"\s*:\s*"([^"]+)"', re.DOTALL
 )
+_VQR1_RATING = re.compile(r"-?\d+(?:\.\d+)?")  # upstream `-?\d+(\.\d+)?`: the first signed decimal, no exponent
 
 
 @dataclass(frozen=True)
@@ -339,14 +340,16 @@ def parse_qinsight_comparison(text: object) -> ComparisonAnswer:
 
 
 def parse_visualquality_r1(text: object) -> ScoreAnswer:
-    """VisualQuality-R1: the first number `\\d+(\\.\\d+)?` in the LAST `<answer>` block, or in the whole text
-    when there is none (`from_answer_tag` False). Where its release draws a random score on failure, we return
-    `invalid_rating`."""
+    """VisualQuality-R1: the first number `-?\\d+(\\.\\d+)?` (minus sign included) in the LAST `<answer>`
+    block, or in the whole text when there is none (`from_answer_tag` False), as its GRPO accuracy reward reads
+    it (docs/inference.md, "Single-turn parsers checked against upstream"). Not clipped: "-1.5" is -1.5, the
+    number the upstream reward uses. Where its release draws a random score on failure, we return
+    `invalid_rating`; a run of digits that overflows to inf is `invalid_rating` too."""
     if not isinstance(text, str):
         return ScoreAnswer(None, "missing_answer", False)
     block = answer_block(text, last=True)
     source = text if block is None else block
-    match = re.search(r"\d+(?:\.\d+)?", source)
+    match = _VQR1_RATING.search(source)
     rating = coerce_number(match.group(0)) if match else None
     return ScoreAnswer(rating, None if rating is not None else "invalid_rating", block is not None)
 
