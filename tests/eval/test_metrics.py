@@ -161,6 +161,58 @@ def test_score_metrics_with_constant_predictions_are_undefined_not_crashing():
     json.dumps(out.to_dict(), allow_nan=False)
 
 
+def _falling(n, rng):
+    """n predictions 0..n-1 against strictly falling MOS: the isotonic fit pools them into one constant."""
+    return np.arange(n, dtype=np.float64), np.sort(rng.uniform(1.0, 5.0, n))[::-1].copy()
+
+
+def test_constant_fit_gives_no_value_not_rounding_noise():
+    # The mean of n equal fitted values can be one rounding step off, which made the PLCC of a constant fit
+    # about 1e-16 instead of undefined (e.g. MOS [3.1234] * 2 + [2.7] * 5 gave -2.7e-15).
+    rng = np.random.default_rng(10)
+    cases = [(np.arange(7.0), np.array([3.1234] * 2 + [2.7] * 5))] + [_falling(n, rng) for n in range(2, 9)
+                                                                        for _ in range(60)]
+    for pred, mos in cases:
+        fitted = M.isotonic_fit(pred, mos)
+        assert np.ptp(fitted) == 0.0
+        assert np.isnan(M.plcc(fitted, mos)) and np.isnan(M.srcc(fitted, mos)), (pred, mos)
+        out = M.score_metrics(pred, mos)
+        assert out.plcc_isotonic is None and out.srcc_isotonic is None, (pred, mos)
+        assert out.status.startswith(("undefined", "too_few_samples")), out.status
+        json.dumps(out.to_dict(), allow_nan=False)
+
+
+def test_plcc_of_a_constant_input_is_nan_for_any_value():
+    rng = np.random.default_rng(11)
+    y = rng.normal(size=7)
+    for value in [2.7, 3.1234, *rng.uniform(1.0, 5.0, 200)]:
+        assert np.isnan(M.plcc(np.full(7, value), y)) and np.isnan(M.plcc(y, np.full(7, value)))
+
+
+@pytest.mark.parametrize(
+    "pred,mos,fit_plcc,fit_srcc",
+    [
+        ([1.0, 2.0], [2.5, 4.0], 1.0, 1.0),  # a rising pair is fitted exactly
+        ([4.5, 2.0], [4.0, 1.5], 1.0, 1.0),
+        ([1.0, 2.0], [4.0, 2.5], None, None),  # a falling pair pools into one constant: no value
+        ([3.0, 3.0], [2.0, 4.0], None, None),  # tied predictions: one constant
+        ([1.0, 2.0], [3.0, 3.0], None, None),  # constant MOS
+    ],
+)
+def test_isotonic_correlations_from_two_pairs(pred, mos, fit_plcc, fit_srcc):
+    # The authors' evaluation computes fit PLCC / SRCC from 2 valid pairs; raw correlations still need 3.
+    out = M.score_metrics(pred + [float("nan")], mos + [3.0])
+    assert (out.plcc_isotonic, out.srcc_isotonic) == (fit_plcc, fit_srcc)
+    assert out.plcc is None and out.srcc is None and out.krcc is None and out.plcc_logistic is None
+    assert out.status.startswith("too_few_samples") and out.n_used == 2
+    json.dumps(out.to_dict(), allow_nan=False)
+
+
+def test_one_pair_gives_no_isotonic_value():
+    out = M.score_metrics([2.0], [3.0])
+    assert out.plcc_isotonic is None and out.srcc_isotonic is None and out.status.startswith("too_few_samples")
+
+
 def test_score_metrics_rejects_different_lengths():
     with pytest.raises(ValueError, match="differ in length"):
         M.score_metrics([1.0, 2.0], [1.0])

@@ -10,8 +10,9 @@ Score regression (seeds/000 Table 1, seeds/002 Table 2):
 Degradation perception (seeds/002 Table 3, Eqs. 4-5): class accuracy and level accuracy per distortion class.
 
 Nothing here crashes on bad input: non-finite pairs are dropped and counted, too few samples give `None`
-with a status string, and a failed logistic fit falls back to the raw PLCC and says so. Every result is a
-dataclass whose `to_dict()` is plain JSON (NaN is written as null).
+with a status string (the isotonic-fit PLCC / SRCC are given from 2 pairs on), a constant input or fit gives
+`None` (never rounding noise such as 1e-16), and a failed logistic fit falls back to the raw PLCC and says
+so. Every result is a dataclass whose `to_dict()` is plain JSON (NaN is written as null).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from typing import Any
 import numpy as np
 from scipy import optimize, special, stats
 
-MIN_SAMPLES = 3  # correlations need at least 3 finite pairs to mean anything
+MIN_SAMPLES = 3  # raw correlations need at least 3 finite pairs to mean anything
+MIN_ISOTONIC_SAMPLES = 2  # the isotonic-fit PLCC / SRCC: 2 pairs, as the Zoom-IQA authors' evaluation computes them
 MIN_LOGISTIC_SAMPLES = 5  # 4 free parameters + 1
 
 
@@ -64,11 +66,13 @@ def finite_pairs(
 def plcc(x: np.ndarray, y: np.ndarray) -> float:
     """Pearson linear correlation: sum(dx dy) / sqrt(sum(dx^2) sum(dy^2)), dx = x - mean x, dy = y - mean y.
 
-    NaN when fewer than 2 samples or either input is constant (the correlation is undefined).
+    NaN when fewer than 2 samples or either input is constant (the correlation is undefined). Constancy is
+    tested exactly (max == min) before any mean is taken: the mean of n equal values can be one rounding step
+    off, which would leave dx a tiny nonzero constant and the "correlation" about 1e-16.
     """
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
-    if x.size < 2:
+    if x.size < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
     dx, dy = x - x.mean(), y - y.mean()
     denom = math.sqrt(float(dx @ dx) * float(dy @ dy))
@@ -242,8 +246,10 @@ def score_metrics(pred: Sequence[float] | np.ndarray, mos: Sequence[float] | np.
     """All score-regression metrics for predictions `pred` against ground truth `mos` (same length).
 
     Pairs with a non-finite (or None) prediction or MOS are dropped and counted in `n_dropped_nonfinite`;
-    they are never replaced by a guess. With fewer than MIN_SAMPLES pairs left the correlations are None and
-    `status` says "too_few_samples". Each unique ratio is taken over all finite values of its own input.
+    they are never replaced by a guess. With fewer than MIN_SAMPLES pairs left the raw correlations and the
+    logistic PLCC are None and `status` says "too_few_samples"; the isotonic-fit PLCC / SRCC are still given
+    from MIN_ISOTONIC_SAMPLES (2) pairs. A constant fit (e.g. falling predictions, which the monotone fit pools
+    into one value) gives None for both. Each unique ratio is taken over all finite values of its own input.
     """
     p_all = np.asarray([np.nan if v is None else v for v in pred], dtype=np.float64).reshape(-1)
     p, m, dropped = finite_pairs(pred, mos)
@@ -251,17 +257,21 @@ def score_metrics(pred: Sequence[float] | np.ndarray, mos: Sequence[float] | np.
     uniq_pred = unique_score_ratio(p_all)
     uniq_mos = unique_score_ratio([np.nan if v is None else v for v in mos])
     if p.size < MIN_SAMPLES:
+        iso = isotonic_fit(p, m) if p.size >= MIN_ISOTONIC_SAMPLES else None
         return ScoreMetrics(
             n_total=n_total, n_used=int(p.size), n_dropped_nonfinite=dropped,
-            status=f"too_few_samples: {p.size} finite pairs, need at least {MIN_SAMPLES}",
+            status=(f"too_few_samples: {p.size} finite pairs, raw correlations need at least {MIN_SAMPLES}, "
+                    f"the isotonic-fit ones {MIN_ISOTONIC_SAMPLES}"),
             plcc=None, srcc=None, krcc=None, rmse=_json_float(rmse(p, m)) if p.size else None,
-            plcc_isotonic=None, srcc_isotonic=None,
+            plcc_isotonic=None if iso is None else _json_float(plcc(iso, m)),
+            srcc_isotonic=None if iso is None else _json_float(srcc(iso, m)),
             logistic=LogisticFit("fallback_raw: too few samples", None, None),
             unique_ratio_pred=uniq_pred, unique_ratio_mos=uniq_mos,
         )
     iso = isotonic_fit(p, m)
     values = [plcc(p, m), srcc(p, m), krcc(p, m), plcc(iso, m), srcc(iso, m)]
-    status = "ok" if all(math.isfinite(v) for v in values) else "undefined: constant predictions or MOS"
+    status = ("ok" if all(math.isfinite(v) for v in values)
+              else "undefined: constant predictions, MOS or isotonic fit")
     return ScoreMetrics(
         n_total=n_total, n_used=int(p.size), n_dropped_nonfinite=dropped, status=status,
         plcc=_json_float(values[0]), srcc=_json_float(values[1]), krcc=_json_float(values[2]),
