@@ -171,7 +171,7 @@ def test_constant_fit_gives_no_value_not_rounding_noise():
     # about 1e-16 instead of undefined (e.g. MOS [3.1234] * 2 + [2.7] * 5 gave -2.7e-15).
     rng = np.random.default_rng(10)
     cases = [(np.arange(7.0), np.array([3.1234] * 2 + [2.7] * 5))] + [_falling(n, rng) for n in range(2, 9)
-                                                                        for _ in range(60)]
+                                                                        for _ in range(20)]
     for pred, mos in cases:
         fitted = M.isotonic_fit(pred, mos)
         assert np.ptp(fitted) == 0.0
