@@ -55,27 +55,6 @@ def test_missing_image_fails_before_jax_is_imported(tmp_path):
     assert "error: missing.png: no such file or folder" in output
 
 
-_SCORE_WITHOUT_TORCH = """
-import logging, sys
-import numpy as np
-from flax import nnx
-from PIL import Image
-from zoomiqa_jax import cli
-from zoomiqa_jax.checkpoint.hf import save_hf
-from zoomiqa_jax.config import ModelConfig
-from zoomiqa_jax.model import Qwen25VL
-from zoomiqa_jax.processing.tokenizer import TINY_TOKENIZER_DIR
-tmp = sys.argv[1]
-save_hf(Qwen25VL(ModelConfig.tiny(), rngs=nnx.Rngs(0)), tmp + "/ckpt", tokenizer_dir=TINY_TOKENIZER_DIR)
-Image.fromarray(np.zeros((56, 56, 3), np.uint8)).save(tmp + "/a.png")
-code = cli.main(["score", "--checkpoint", tmp + "/ckpt", tmp + "/a.png", "--max-new-tokens", "2", "--no-zoom",
-                 "--dtype", "float32", "--quiet"])
-assert "torch" not in sys.modules and "transformers" in sys.modules
-logging.getLogger("transformers").warning("a real transformers warning")
-sys.exit(code)
-"""
-
-
 def _without_torch(code: str) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
     res = subprocess.run([sys.executable, "-c", HIDE_TORCH + code], cwd=ROOT, env=env, capture_output=True,
@@ -89,12 +68,8 @@ def test_importing_the_package_first_silences_the_torch_notice():
     assert NOTICE not in _without_torch("import zoomiqa_jax, transformers")
 
 
-@pytest.mark.slow  # a tiny model scored end to end in a fresh interpreter: 45 s wall at load 5 (33 s of CPU)
-def test_torch_notice_is_silenced_on_commands_but_other_warnings_show(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
-    res = subprocess.run([sys.executable, "-c", HIDE_TORCH + _SCORE_WITHOUT_TORCH, str(tmp_path)], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "scored 1 of 1 images" in res.stdout
-    assert NOTICE not in res.stderr, res.stderr[-3000:]
-    assert "a real transformers warning" in res.stderr
+def test_other_transformers_warnings_still_show():
+    # the filter drops one message only (commands without torch: tests/test_fresh_install.py checks the demo's output)
+    err = _without_torch("import zoomiqa_jax\nfrom transformers.utils import logging\n"
+                         "logging.get_logger('transformers.models').warning('a real transformers warning')")
+    assert "a real transformers warning" in err and NOTICE not in err

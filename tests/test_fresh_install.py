@@ -80,3 +80,5 @@ def test_fresh_venv_without_torch_installs_and_runs_the_quick_demo(tmp_path):
     # the progress lines of the long stages (bars on stderr)
     for line in ("compiling the first GRPO step", "held-out reward", "digit read-out", "held-out eval"):
         assert line in demo.stdout + demo.stderr, line
+    # no torch in this venv: transformers would print its PyTorch notice on every command without the filter
+    assert "PyTorch was not found" not in demo.stdout + demo.stderr, _tail(demo)
