@@ -71,15 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with StopRequest() as stop:  # SIGINT / SIGTERM: finish the step, save, stop (train.preemption)
             result = run(stop)
-    except BadDataError as err:  # more bad training records than data.max_bad_fraction allows
+    except (BadDataError, ResumeConfigError) as err:  # too many bad records; a resume whose config changes the result
         print(f"zoomiqa train {args.job}: {err}", file=sys.stderr)
         return 2
     except ImageLoadError as err:  # an image that passed the start-up check broke later (train.data_checks)
         print(f"zoomiqa train {args.job}: {err}; the file changed after the data check at start-up: fix or remove "
               "it and rerun the same command (it resumes from the last checkpoint)", file=sys.stderr)
-        return 2
-    except ResumeConfigError as err:  # the checkpoint was written with a config that gives another result
-        print(f"zoomiqa train {args.job}: {err}", file=sys.stderr)
         return 2
     if result.stopped:
         print(f"Stopped at step {result.step} ({result.stopped}); checkpoint saved. Resume with the same command: "

@@ -257,11 +257,15 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
     bar = progress_bar(total, initial=step, desc="grpo", enabled=progress and jax.process_index() == 0)
     history: list[dict[str, float]] = []
     stopped = ""
+
+    def save_checkpoint(force: bool) -> None:  # the same state on a schedule and on a stop signal
+        ckpt.save(step, params=params, opt_state=opt_state, config=cfg, force=force,
+                  data_state={"step": step, "sampler": dict(sampler.state_dict(), next_step=step)})
+
     try:
         while step < total:
             if stop is not None and stop.agreed():  # every process, at the same step
-                ckpt.save(step, params=params, opt_state=opt_state, config=cfg, force=True,
-                          data_state={"step": step, "sampler": dict(sampler.state_dict(), next_step=step)})
+                save_checkpoint(force=True)
                 stopped = stop.signal_name
                 log(f"{stopped}: stopping at GRPO step {step}; saving its checkpoint")
                 break
@@ -330,10 +334,8 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
             bar.set_postfix({"reward": f"{values['reward/total']:.3f}", "fmt": f"{values['reward/format']:.2f}"},
                             refresh=False)
             bar.update(1)
-            sampler_state = dict(sampler.state_dict(), next_step=step)
             if ckpt.should_save(step) or step == total:
-                ckpt.save(step, params=params, opt_state=opt_state, data_state={"step": step, "sampler": sampler_state},
-                          config=cfg, force=step == total)
+                save_checkpoint(force=step == total)
         ckpt.wait()
     finally:
         bar.close()

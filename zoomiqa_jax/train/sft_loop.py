@@ -355,11 +355,15 @@ def run_sft(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], Non
     window: dict[str, float] = {"tokens": 0.0, "flops": 0.0, "time": 0.0}
     last: dict[str, float] = {}
     at_boundary, stopped = True, ""  # between optimizer steps (not inside an accumulation)
+
+    def save_checkpoint(force: bool) -> None:  # the same state on a schedule and on a stop signal
+        ckpt.save(step, params=params, opt_state=opt_state, data_state={"micro_batch": micro}, config=cfg,
+                  force=force)
+
     try:
         while step < total:
             if at_boundary and stop is not None and stop.agreed():  # every process, at the same step
-                ckpt.save(step, params=params, opt_state=opt_state, data_state={"micro_batch": micro}, config=cfg,
-                          force=True)
+                save_checkpoint(force=True)
                 stopped = stop.signal_name
                 log(f"{stopped}: stopping at step {step}; saving its checkpoint")
                 break
@@ -395,8 +399,7 @@ def run_sft(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], Non
                 show_metrics(bar, last, advance=0)
             bar.update(1)
             if ckpt.should_save(step) or step == total:
-                ckpt.save(step, params=params, opt_state=opt_state, data_state={"micro_batch": micro}, config=cfg,
-                          force=step == total)
+                save_checkpoint(force=step == total)
         ckpt.wait()
     finally:
         bar.close()
