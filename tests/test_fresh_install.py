@@ -50,7 +50,10 @@ def _tail(result: subprocess.CompletedProcess) -> str:
 
 @pytest.mark.slow  # about 1.5 minutes to install and 2 to 3 minutes of demo on the 2-core CI machine
 def test_fresh_venv_without_torch_installs_and_runs_the_quick_demo(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    # a newcomer's machine: no compilation cache from the other tests (tests/conftest.py)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV") and not k.startswith("JAX_PERSISTENT_CACHE")
+           and k != "JAX_COMPILATION_CACHE_DIR"}
     env.update(JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
     venv = tmp_path / "venv"
     made = _run([sys.executable, "-m", "venv", "--without-pip", venv], env=env, cwd=tmp_path, timeout=120)
