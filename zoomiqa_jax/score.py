@@ -92,6 +92,9 @@ def missing_paths(args: argparse.Namespace, inputs: Sequence[str] = ()) -> list[
         problems.append(f"--prompt-file {args.prompt_file}: no such file")
     if getattr(args, "json", None) and not Path(args.json).absolute().parent.is_dir():
         problems.append(f"--json {args.json}: folder {Path(args.json).absolute().parent} does not exist")
+    guidance = getattr(args, "export_guidance", None)
+    if guidance and not Path(guidance).absolute().parent.is_dir():
+        problems.append(f"--export-guidance {guidance}: folder {Path(guidance).absolute().parent} does not exist")
     return problems
 
 
@@ -146,6 +149,11 @@ def build_parser(command: str = "score") -> argparse.ArgumentParser:
                    help="YAML/JSON file replacing prompt texts by name (format: zoomiqa_jax.processing.prompts)")
     p.add_argument("--json", metavar="OUT.jsonl",
                    help="also write one JSON line per input: image, rating, rounds, boxes, restoration prompts")
+    if command == "score":
+        p.add_argument("--export-guidance", metavar="FILE",
+                       help="write each image's 'Directions for Improvement' paragraph (the last round that has "
+                       "one) as a text prompt for text-guided restoration: one line per image, "
+                       "'IMAGE<TAB>PROMPT' (Zoom-IQA Sec. 4); an image without one gets an empty prompt")
     p.add_argument("--json-tokens", action="store_true",
                    help="in --json, also write prompt texts, token ids, log-probs and the generated-token mask")
     p.add_argument("--max-new-tokens", type=int, default=1024, help="new tokens per round (default 1024)")
@@ -257,6 +265,8 @@ def score_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err
     finally:
         if sink:
             sink.close()
+    if args.export_guidance:
+        write_guidance(args.export_guidance, results)
     rated = sum(t.rating is not None for t in results)
     invalid = dict(count_invalid(results))
     print(f"scored {len(results)} of {len(files)} images: {rated} rated, {sum(invalid.values())} invalid"
@@ -264,6 +274,16 @@ def score_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err
     for path in unreadable:
         print(f"  unreadable: {path}", file=out)
     return 0 if results else 1
+
+
+def write_guidance(path: str | Path, trajectories: Sequence[Any]) -> None:
+    """One line per trajectory, ``IMAGE<TAB>PROMPT``: the "Directions for Improvement" paragraph
+    (`Trajectory.restoration_prompts["positive"]`) with its whitespace runs collapsed to one space, else ''."""
+    lines = []
+    for traj in trajectories:
+        prompt = " ".join(((traj.restoration_prompts or {}).get("positive") or "").split())
+        lines.append(f"{traj.image}\t{prompt}\n")
+    Path(path).write_text("".join(lines), encoding="utf-8")
 
 
 def compare_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
