@@ -5,6 +5,7 @@
     zoomiqa compare  which of two images is better (Q-Insight comparison prompt)
     zoomiqa eval     evaluate a checkpoint on IQA test sets
     zoomiqa train    train: `zoomiqa train sft|grpo --config FILE [key=value ...]`
+    zoomiqa curate   make GR-IQA SFT trajectories: teacher, Visual Reliance and Hint-Augmented filtering
 
 `zoomiqa SUBCOMMAND --help` explains every flag of a subcommand.
 """
@@ -21,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("zoomiqa_jax.score", "compare two images with the Q-Insight comparison prompt"),
     "eval": ("zoomiqa_jax.eval.runner", "evaluate a checkpoint on IQA test sets: metrics, report, plots"),
     "train": ("zoomiqa_jax.train.cli", "train: SFT (stage 1) or GRPO (stage 2) from a YAML config"),
+    "curate": ("zoomiqa_jax.curate.cli", "make SFT trajectories: teacher, VRF and HACF filters, report"),
 }
 
 
