@@ -6,6 +6,7 @@
     zoomiqa eval     evaluate a checkpoint on IQA test sets
     zoomiqa train    train: `zoomiqa train sft|grpo --config FILE [key=value ...]`
     zoomiqa curate   make GR-IQA SFT trajectories: teacher, Visual Reliance and Hint-Augmented filtering
+    zoomiqa prompts  `zoomiqa prompts import-official CHECKOUT OUT.yaml`: the authors' prompt texts as a file
 
 `zoomiqa SUBCOMMAND --help` explains every flag of a subcommand.
 """
@@ -23,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("zoomiqa_jax.eval.runner", "evaluate a checkpoint on IQA test sets: metrics, report, plots"),
     "train": ("zoomiqa_jax.train.cli", "train: SFT (stage 1) or GRPO (stage 2) from a YAML config"),
     "curate": ("zoomiqa_jax.curate.cli", "make SFT trajectories: teacher, VRF and HACF filters, report"),
+    "prompts": ("zoomiqa_jax.processing.official_prompts", "prompt files: import the Zoom-IQA authors' texts"),
 }
 
 
