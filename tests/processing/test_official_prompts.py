@@ -133,3 +133,12 @@ def test_cli_errors_for_paths(tmp_path, capsys):
     # the protocol file itself may be given
     code, _ = _run(capsys, checkout / "src" / "zoomiqa" / "inference" / "protocol.py", tmp_path / "p.yaml")
     assert code == 0
+
+
+def test_prompts_help_imports_no_heavy_library():
+    from tests.test_cli_startup import _probe
+
+    for argv in (["prompts", "--help"], ["prompts", "import-official", "--help"]):
+        last, output = _probe("zoomiqa_jax.cli", argv)
+        assert last == "RC 0 HEAVY []", last
+        assert "import-official" in output
