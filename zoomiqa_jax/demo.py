@@ -1,17 +1,22 @@
 """`zoomiqa demo`: the built-in end-to-end run on this machine, no downloads: data -> SFT -> GRPO -> evaluation.
 
 1. data: procedural scenes darkened (`data.trajectories.DEMO_KINDS`) at five severities (or left clean), MOS
-   falling with severity (`zoomiqa_jax.data.degrade`); a training set with synthetic Zoom-IQA trajectories
-   (four labelled sections naming the distortion and its severity, a rating tied to the severity, about 30%
-   with a crop turn; `zoomiqa_jax.data.trajectories`, compact style) and a separate held-out set;
+   falling with severity (`zoomiqa_jax.data.degrade`); of the darkened images, LOCAL_FRACTION have the flaw in
+   one patch of known position and size (small to large), the rest all over. A training set with synthetic
+   Zoom-IQA trajectories (four labelled sections naming the distortion and its severity, a rating tied to the
+   severity; compact style, `zoomiqa_jax.data.trajectories`) that crop exactly when the flaw is a patch of side
+   <= 0.5, with a box covering it, a provisional first-round rating and the right one after the crop; and a
+   separate held-out set made the same way;
 2. a tiny random Qwen2.5-VL (`ModelConfig.tiny`, a few MB) written as a Hugging Face checkpoint;
 3. evaluation of the random model on the held-out set (`zoomiqa eval`, the Zoom-IQA protocol, greedy);
 4. SFT (`zoomiqa train sft`, the settings of configs/sft_tiny.yaml), then evaluation;
 5. GRPO from the SFT weights (`zoomiqa train grpo`, the settings of configs/grpo_tiny.yaml: Zoom-IQA rewards,
    G samples per image, KL-Coverage), then evaluation; the GRPO reward of the SFT and of the GRPO weights on the
    held-out images, sampled as in training with one fixed seed (`train.grpo_loop.sampled_reward`);
-6. report.md: the held-out valid-format rate, PLCC and SRCC after each stage, the held-out GRPO reward before
-   and after GRPO, and the per-step GRPO reward curve.
+6. report.md: the held-out valid-format rate, PLCC and SRCC after each stage; the zoom after each stage
+   (`eval.zoom_metrics`: crop rate on local-flaw, global-flaw and clean images, IoU of the requested box with
+   the flaw patch, round-1 vs round-2 rating error on cropped images); the held-out GRPO reward before and
+   after GRPO, and the per-step GRPO reward curve.
 
 The prompts are short (zoomiqa_jax/assets/demo_prompts.yaml) so that sequences stay short on a CPU; the
 evaluation uses the same prompts. Ratings that do not parse are counted as invalid, never made up.
@@ -44,6 +49,7 @@ MARKER = ".zoomiqa-demo"  # written into --out when the demo takes the folder; o
 DEMO_PROMPTS = Path(__file__).resolve().parent / "assets" / "demo_prompts.yaml"
 IMAGE_SIZE = 112  # short side of the synthetic images (pixels); 112 x ~150 -> 48 to 64 image tokens
 MAX_PIXELS = 112 * 112 * 2
+LOCAL_FRACTION = 0.6  # share of the darkened images (train and held out) whose flaw is one patch
 
 # The demo's SFT run: configs/sft_tiny.yaml holds the same values (a test keeps them equal).
 SFT_OVERRIDES = {
@@ -65,7 +71,7 @@ GRPO_OVERRIDES = {
     "grpo.resample_starts": "[0.0,0.5]", "grpo.resample_powers": "[0.0,1.0]",
     "rollout.max_new_tokens": "256", "rollout.max_turns": "2", "rollout.temperature": "1.0",
     "rollout.prompt_buckets": "[256,512]", "rollout.new_token_buckets": "[256]", "rollout.seq_buckets": "[768]",
-    "rollout.patch_buckets": "[256,4096,8192]",
+    "rollout.patch_buckets": "[256,4096,8192]", "rollout.protocol": "official",
 }
 # The size flags' defaults, and their values under --quick (an explicit flag wins over both).
 SIZE_DEFAULTS = {"train_images": 256, "eval_images": 48, "sft_steps": 500, "grpo_steps": 60, "max_new_tokens": 256,
@@ -141,10 +147,11 @@ def make_data(out: Path, train_images: int, eval_images: int, seed: int, progres
     from zoomiqa_jax.data.trajectories import DEMO_KINDS, build_demo_set
 
     report = build_demo_set(out / "data", train_images, seed=seed, image_size=IMAGE_SIZE, style="compact",
-                            kinds=DEMO_KINDS, progress=progress)
+                            kinds=DEMO_KINDS, progress=progress, local_fraction=LOCAL_FRACTION)
     write_scenes(out / "heldout" / "scenes", eval_images, seed=seed + 10_000)
     generate_degradation_set(out / "heldout" / "scenes", out / "heldout" / "images", seed + 10_000,
-                             resize_short=IMAGE_SIZE, progress=progress, kinds=DEMO_KINDS)
+                             resize_short=IMAGE_SIZE, progress=progress, kinds=DEMO_KINDS,
+                             local_fraction=LOCAL_FRACTION)
     return Path(report.path), out / "heldout" / "images" / "labels.jsonl"
 
 
@@ -163,8 +170,10 @@ def make_random_checkpoint(out_dir: Path, seed: int) -> Path:
 
 def evaluate(checkpoint: Path, labels: Path, out: Path, *, max_new_tokens: int, batch_size: int, seed: int,
              progress: bool) -> dict[str, Any]:
-    """`zoomiqa eval` (Zoom-IQA protocol, greedy, the demo prompts) on the held-out set; its metrics."""
+    """`zoomiqa eval` (Zoom-IQA protocol, greedy, the demo prompts) on the held-out set; its metrics, with the
+    zoom metrics (`eval.zoom_metrics`) under "zoom"."""
     from zoomiqa_jax.eval.runner import eval_main
+    from zoomiqa_jax.eval.zoom_metrics import zoom_metrics_files
 
     argv = ["--checkpoint", str(checkpoint), "--labels", str(labels), "--label-format", "plain", "--out", str(out),
             "--prompt", "zoomiqa", "--prompt-file", str(DEMO_PROMPTS), "--max-turns", "2",
@@ -176,7 +185,7 @@ def evaluate(checkpoint: Path, labels: Path, out: Path, *, max_new_tokens: int, 
     if eval_main(argv, out=io.StringIO(), err=errors, progress_label="held-out eval") != 0:
         raise RuntimeError(f"zoomiqa demo: the eval into {out} failed: {errors.getvalue().strip()}")
     metrics = json.loads((out / "metrics.json").read_text())["datasets"]
-    return next(iter(metrics.values()))
+    return next(iter(metrics.values())) | {"zoom": zoom_metrics_files(out, labels)}
 
 
 def readout_srcc(checkpoint: Path, labels: Path, seed: int, progress: bool = False) -> dict[str, Any]:
@@ -204,25 +213,48 @@ def heldout_reward(cfg: Any, checkpoint: Path, labels: Path, seed: int, progress
     group size, temperature and reward, a fixed sampling seed), so that the SFT and the GRPO weights are compared
     on the same images and random draws."""
     from zoomiqa_jax.data.labels import load_labels
-    from zoomiqa_jax.processing.prompts import load_prompt_file
     from zoomiqa_jax.processing.tokenizer import load_tokenizer
     from zoomiqa_jax.score import load_checkpoint
     from zoomiqa_jax.train.grpo_loop import sampled_reward
 
     model, _, meta_dir = load_checkpoint(checkpoint, "float32", "float32")
     records = load_labels(labels, fmt="plain").records
-    return sampled_reward(cfg, model, load_tokenizer(meta_dir), records, seed=seed + 7,
-                          prompts=load_prompt_file(DEMO_PROMPTS), progress=progress)
+    # the prompts of the GRPO run (its data.prompt_file, the demo prompts, over its rollout.protocol's defaults)
+    return sampled_reward(cfg, model, load_tokenizer(meta_dir), records, seed=seed + 7, progress=progress)
 
 
 def _row(stage: str, m: dict[str, Any], seconds: float) -> dict[str, Any]:
     s = m["scores"]
     return {"stage": stage, "n": m["n"], "valid": m["n_valid"], "plcc": s.get("plcc"), "srcc": s.get("srcc"),
-            "invalid": m["invalid_by_class"], "crop_rate": m.get("crop_rate"), "seconds": round(seconds, 1)}
+            "invalid": m["invalid_by_class"], "crop_rate": m.get("crop_rate"), "zoom": m.get("zoom"),
+            "seconds": round(seconds, 1)}
 
 
 def _f(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
+
+
+def _zoom_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The report's zoom section: per stage, crop rates by flaw scope, box IoU and round-1 vs round-2 error."""
+    if not any(r.get("zoom") for r in rows):
+        return []
+    n = rows[0]["zoom"]["n"]
+    lines = ["", "## The zoom", "",
+             f"Held-out images: {n['local']} with a local flaw (a darkened patch), {n['global']} darkened all over, "
+             f"{n['none']} clean. Crop rate: the share whose trajectory cropped. IoU: the round-1 box against the "
+             "flaw patch, on cropped local-flaw images. Error: mean |rating - MOS| of the provisional round-1 and "
+             "the final round-2 rating, on cropped images where both parse.", "",
+             "| stage | crop rate local | global | clean | median IoU (n) | round-1 error | round-2 error (n) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        z = r.get("zoom")
+        if not z:
+            continue
+        rate = z["crop_rate"]
+        lines.append(f"| {r['stage']} | {_f(rate['local'])} | {_f(rate['global'])} | {_f(rate['none'])} | "
+                     f"{_f(z['iou_median'])} ({z['n_iou']}) | {_f(z['round1_abs_error'])} | "
+                     f"{_f(z['round2_abs_error'])} ({z['n_rounds_compared']}) |")
+    return lines
 
 
 def write_report(out: Path, rows: list[dict[str, Any]], grpo_history: list[dict[str, float]],
@@ -243,6 +275,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], grpo_history: list[dict[
         crop = "n/a" if r["crop_rate"] is None else f"{r['crop_rate']:.2f}"
         lines.append(f"| {r['stage']} | {r['valid']}/{r['n']} | {_f(r['plcc'])} | {_f(r['srcc'])} | {crop} | "
                      f"{invalid} | {r['seconds']} |")
+    lines += _zoom_table(rows)
     if readout is not None:
         lines += ["", "A random model writes no valid answer, so its protocol correlations are n/a. Where it stands "
                   "is shown by the digit read-out (expected rating over the tokens \"1\"..\"5\" right after "
@@ -382,6 +415,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  random init: digit read-out SRCC {_f(r.get('srcc'))} (untrained; it writes no valid answer)")
     for r in summary["stages"]:
         print(f"  {r['stage']:<12} valid format {r['valid']}/{r['n']}, PLCC {_f(r['plcc'])}, SRCC {_f(r['srcc'])}")
+        z = r.get("zoom")
+        if z:
+            rate = z["crop_rate"]
+            print(f"  {'':<12} crop rate local {_f(rate['local'])} / global {_f(rate['global'])} / clean "
+                  f"{_f(rate['none'])}, median IoU {_f(z['iou_median'])}, rating error round 1 "
+                  f"{_f(z['round1_abs_error'])} -> round 2 {_f(z['round2_abs_error'])}")
     sampled = summary["heldout_reward"]
     if sampled:
         before, after = sampled["SFT"]["reward/total"], sampled["SFT + GRPO"]["reward/total"]

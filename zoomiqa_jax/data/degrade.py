@@ -16,6 +16,12 @@ only; the code is ours):
 
 The labels use the vocabulary of the Q-Insight prompt: `distortion_class` is "noise", "blur", "compression"
 (for jpeg), "darken" or "null"; `severity` is a level name, or "null" for the undistorted image.
+
+Local flaws (`local_fraction` > 0, the demo's zooming data): a distortion confined to one square-ish patch of known
+position and size (`degrade_region`). The patch side, as a fraction of each image side, is drawn from
+LOCAL_SIDES (small to large) and its centre from a 3 x 3 grid (LOCAL_CENTRES) so that where it sits is a small,
+learnable choice; the label then carries `scope` ("local", "global" or "none") and `flaw_box`, the patch as a
+normalized [x1, y1, x2, y2] (two decimals; [0, 0, 1, 1] for a global flaw, null for a clean image).
 """
 
 from __future__ import annotations
@@ -41,6 +47,11 @@ NOISE_SIGMA = (0.05, 0.10, 0.15, 0.20, 0.25)
 BLUR_SIGMA = (1.0, 2.0, 3.0, 4.0, 5.0)
 JPEG_QUALITY = (25, 18, 12, 8, 5)
 DARKEN_GAMMA = (1.4, 1.7, 2.1, 2.6, 3.2)
+
+# Local flaws: patch sides (fraction of the image side) and patch centres (fraction of the image size).
+LOCAL_SIDES = (0.3, 0.35, 0.4, 0.45, 0.5, 0.7, 0.85)
+LOCAL_CENTRES = (0.25, 0.5, 0.75)
+SCOPES = ("local", "global", "none")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -97,6 +108,35 @@ def degrade(image: Image.Image, kind: str, level: str | int | None, seed: int) -
     return Image.fromarray(np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8))  # [h, w, 3] -> RGB
 
 
+def local_box(side: float, cx: float, cy: float) -> list[float]:
+    """The normalized patch [x1, y1, x2, y2] of side `side` centred at (cx, cy), shifted inside [0, 1], two
+    decimals."""
+    if not 0.0 < side <= 1.0:
+        raise ValueError(f"patch side must lie in (0, 1], got {side}")
+    x1 = min(max(cx - side / 2, 0.0), 1.0 - side)
+    y1 = min(max(cy - side / 2, 0.0), 1.0 - side)
+    return [round(x1, 2), round(y1, 2), round(x1 + side, 2), round(y1 + side, 2)]
+
+
+def box_pixels(box: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:
+    """A normalized box as pixel edges (left, top, right, bottom), rounded, at least one pixel wide and high."""
+    left, top = round(box[0] * width), round(box[1] * height)
+    right, bottom = max(left + 1, round(box[2] * width)), max(top + 1, round(box[3] * height))
+    return left, top, min(right, width), min(bottom, height)
+
+
+def degrade_region(image: Image.Image, kind: str, level: str | int | None, seed: int,
+                   box: Sequence[float]) -> Image.Image:
+    """`degrade` applied inside the normalized `box` only; outside it the pixels are the RGB original. The
+    distortion is computed on the whole image and the patch cut from it, so a blur near the patch edge sees
+    the real neighbourhood and a JPEG patch keeps the encoder's 8 x 8 grid."""
+    rgb = image.convert("RGB")
+    patch = box_pixels(box, rgb.width, rgb.height)
+    out = rgb.copy()
+    out.paste(degrade(rgb, kind, level, seed).crop(patch), patch[:2])
+    return out
+
+
 def _resize_short(image: Image.Image, short: int | None) -> Image.Image:
     """Downscale (bicubic) so the short side is `short`; never upscales."""
     if short is None or min(image.size) <= short:
@@ -136,6 +176,17 @@ def _plan(
     return [(kinds[int(rng.integers(len(kinds)))], levels[int(rng.integers(len(levels)))])]
 
 
+def _draw_flaw(rng: np.random.Generator, kind: str, local_fraction: float) -> dict[str, object]:
+    """scope and flaw_box of one image (a patch for a local flaw, the whole image for a global one)."""
+    if kind == NULL:
+        return {"scope": "none", "flaw_box": None}
+    if rng.random() >= local_fraction:
+        return {"scope": "global", "flaw_box": [0.0, 0.0, 1.0, 1.0]}
+    side = LOCAL_SIDES[int(rng.integers(len(LOCAL_SIDES)))]
+    cx, cy = (LOCAL_CENTRES[int(i)] for i in rng.integers(len(LOCAL_CENTRES), size=2))
+    return {"scope": "local", "flaw_box": local_box(side, cx, cy)}
+
+
 def generate_degradation_set(
     src_folder: str | Path,
     out_folder: str | Path,
@@ -145,6 +196,7 @@ def generate_degradation_set(
     levels: Sequence[str] = LEVELS,
     mode: str = "one",
     null_fraction: float = 0.2,
+    local_fraction: float = 0.0,
     resize_short: int | None = 224,
     limit: int | None = None,
     progress: bool = True,
@@ -160,6 +212,12 @@ def generate_degradation_set(
     The labels are plain JSONL (`data.labels`, fmt="plain"): image (relative to `out_folder`), mos
     (`synthetic_mos`), distortion_class, severity, dataset="degradation", source. Unreadable sources are
     skipped, counted and listed in the report, never fatal.
+
+    `local_fraction` > 0 (mode "one" only): a distorted image is a local flaw with that probability (a patch,
+    `degrade_region`; side from LOCAL_SIDES, centre from LOCAL_CENTRES, named "..._local.png"), else global.
+    Every label then carries `scope` and `flaw_box` (module docstring); the MOS is that of the severity either
+    way, so that the size of a small flaw's damage is only visible up close. With 0 (the default) the draws,
+    files and labels are exactly those of the global-only set.
     """
     src, out = Path(src_folder), Path(out_folder)
     if not src.is_dir():
@@ -174,6 +232,10 @@ def generate_degradation_set(
         raise ValueError("kinds and levels must not be empty")
     if not 0.0 <= null_fraction <= 1.0:
         raise ValueError(f"null_fraction must lie in [0, 1], got {null_fraction}")
+    if not 0.0 <= local_fraction <= 1.0:
+        raise ValueError(f"local_fraction must lie in [0, 1], got {local_fraction}")
+    if local_fraction and mode != "one":
+        raise ValueError("local_fraction needs mode='one' (mode='all' writes every global distortion)")
 
     sources = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if limit is not None:
@@ -197,7 +259,14 @@ def generate_degradation_set(
             for kind, level in _plan(rng, mode, list(kinds), levels, null_fraction):
                 stem = rel.replace("/", "__").replace(".", "_")  # a.png and a.jpg must not collide
                 name = f"{stem}__{kind}.png" if kind == NULL else f"{stem}__{kind}_{level}.png"
-                degrade(base, kind, level, seed=item_seed).save(out / name, format="PNG")
+                flaw: dict[str, object] = {}
+                if local_fraction:
+                    flaw = _draw_flaw(rng, kind, local_fraction)
+                if flaw.get("scope") == "local":
+                    name = name[: -len(".png")] + "_local.png"
+                    degrade_region(base, kind, level, item_seed, flaw["flaw_box"]).save(out / name, format="PNG")
+                else:
+                    degrade(base, kind, level, seed=item_seed).save(out / name, format="PNG")
                 record = {
                     "image": name,
                     "mos": round(synthetic_mos(kind, level), 4),
@@ -205,6 +274,7 @@ def generate_degradation_set(
                     "severity": NULL if level is None else level,
                     "dataset": "degradation",
                     "source": rel,
+                    **flaw,
                 }
                 labels.write(json.dumps(record) + "\n")
                 written += 1

@@ -16,6 +16,13 @@ image. Per image, deterministically from (seed, image name):
   stage 2 (Crop Inspection Summary; ...; Final Decision & Rationale) confirms the distortion and gives the
   final rating r with tool "final".
 
+Labels with a `scope` (`generate_degradation_set(local_fraction=...)`, the demo's zooming data) decide the crop
+themselves instead of the seeded fraction: a trajectory crops exactly when the flaw is local and its patch side is
+at most CROP_MAX_SIDE, and the crop box is the patch widened by CROP_PAD on each side (clipped to the image), so
+it covers the flaw. Stage 1 then says a patch looks damaged but its severity is unclear at full view and gives
+the provisional rating; stage 2 names the severity and gives the right one. A local flaw with a larger patch,
+a global flaw and a clean image get one final round that names what they see.
+
 Every text is checked with `processing.answers.check_zoomiqa_format`; a failure is a bug and raises.
 """
 
@@ -48,6 +55,8 @@ _DESCRIBE = {
                     "smooth gradients without 8x8 blocks and clean outlines"),
     "darken": ("darkening underexposure", "shadow detail and colour contrast", "balanced exposure with open shadows"),
 }
+CROP_MAX_SIDE = 0.5  # a local flaw whose patch side (fraction of the image side) is at most this gets a crop turn
+CROP_PAD = 0.05  # the crop box is the flaw patch widened by this much (normalized) on each side
 _REGIONS = ("the striped patch", "the filled shapes", "the gradient background", "the shape outlines")
 
 
@@ -124,6 +133,39 @@ def stage2_text(kind: str, severity: str, initial: float, rating: float, rng: ra
     return _reply(STAGE2_SECTIONS, (summary, improve, issues, decision), _answer([0, 0, 0, 0], rating, "final"))
 
 
+def flaw_crop_box(label: dict[str, Any]) -> list[float] | None:
+    """The crop box a trajectory for `label` asks for (module docstring), or None when it answers at once."""
+    box = label.get("flaw_box")
+    if label.get("scope") != "local" or box is None:
+        return None
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if max(x2 - x1, y2 - y1) > CROP_MAX_SIDE + 1e-9:
+        return None
+    return [round(max(0.0, x1 - CROP_PAD), 2), round(max(0.0, y1 - CROP_PAD), 2),
+            round(min(1.0, x2 + CROP_PAD), 2), round(min(1.0, y2 + CROP_PAD), 2)]
+
+
+def _local_flaw(kind: str, severity: str | None, patch: Sequence[float]) -> str:
+    """"serious darkening in a patch at the upper-left"; without `severity`, "darkening of unclear severity"."""
+    what = _DESCRIBE[kind][0].split()[0]
+    where = f"in a patch at the {_position(patch)}"
+    return f"{severity} {what} {where}" if severity else f"{what} of unclear severity {where}"
+
+
+def compact_local_stage1_text(kind: str, severity: str, rating: float, rng: random.Random,
+                              box: Sequence[float] | None, patch: Sequence[float]) -> str:
+    """Stage 1 for a local flaw (compact style): a crop request of `box` with the provisional `rating` when
+    given, else a final answer naming the flaw's severity."""
+    if box is None:
+        flaw = _local_flaw(kind, severity, patch)
+        bodies = (f"{flaw}.", "the rest is clean.", f"{flaw}.", f"{flaw}, rating {rating:.2f}, no crop needed.")
+        return _reply(STAGE1_SECTIONS, bodies, _answer([0, 0, 0, 0], rating, "final"))
+    flaw = _local_flaw(kind, None, patch)
+    bodies = (f"{flaw}.", "the rest is clean.", f"{flaw}.",
+              f"unclear at this scale, rating {rating:.2f}, crop the {_position(box)} region.")
+    return _reply(STAGE1_SECTIONS, bodies, _answer(box, rating, "crop"))
+
+
 def compact_stage1_text(kind: str, severity: str, rating: float, rng: random.Random,
                         box: Sequence[float] | None) -> str:
     """`stage1_text` in the compact style: the same four sections, one short clause each."""
@@ -165,7 +207,11 @@ def random_box(rng: random.Random) -> list[float]:
 def make_trajectory(label: dict[str, Any], image: str, seed: int, crop: bool,
                     prompts: PromptSet = DEFAULT_PROMPTS, style: str = "full") -> dict[str, Any]:
     """One trajectory record (a JSON-ready dict) for a degradation label; `image` is the path to write.
-    `style` "compact" writes one short clause per section (the CPU demo: ~4x fewer tokens to learn)."""
+    `style` "compact" writes one short clause per section (the CPU demo: ~4x fewer tokens to learn). A label
+    with a `scope` decides the crop itself (`flaw_crop_box`) and `crop` is ignored; the local-flaw texts exist
+    in the compact style only."""
+    if "scope" in label:
+        return _flaw_trajectory(label, image, seed, prompts, style)
     if style not in STYLES:
         raise ValueError(f"style: expected one of {sorted(STYLES)}, found {style!r}")
     first, second = STYLES[style]
@@ -192,6 +238,48 @@ def make_trajectory(label: dict[str, Any], image: str, seed: int, crop: bool,
     return {"id": Path(label["image"]).stem, "image": image, "mos": rating if mos is None else float(mos),
             "question": question, "turns": turns,
             "meta": {"distortion_class": kind, "severity": severity, "rating": rating}}
+
+
+def _flaw_trajectory(label: dict[str, Any], image: str, seed: int, prompts: PromptSet,
+                     style: str) -> dict[str, Any]:
+    """`make_trajectory` for a label with `scope` and `flaw_box` (module docstring)."""
+    scope = label["scope"]
+    if scope not in ("local", "global", "none"):
+        raise ValueError(f"label {label.get('image')!r}: scope must be 'local', 'global' or 'none', found {scope!r}")
+    if scope != "local":
+        record = make_trajectory({k: v for k, v in label.items() if k not in ("scope", "flaw_box")}, image, seed,
+                                 False, prompts, style)
+        return record | {"meta": record["meta"] | _flaw_meta(label)}
+    if style != "compact":
+        raise ValueError(f"label {label.get('image')!r}: local-flaw trajectories exist in the compact style only")
+    kind, severity = label.get("distortion_class", NULL), label.get("severity", NULL)
+    if kind not in _DESCRIBE:
+        raise ValueError(f"label {label.get('image')!r}: a local flaw needs a distortion_class of "
+                         f"{sorted(_DESCRIBE)}, found {kind!r}")
+    rng = random.Random(f"{seed}/{label['image']}")
+    rating = severity_rating(severity_level(severity), rng)
+    question = choose_question(rng, None, prompts)
+    patch = [float(v) for v in label["flaw_box"]]
+    box = flaw_crop_box(label)
+    if box is None:
+        texts = [compact_local_stage1_text(kind, severity, rating, rng, None, patch)]
+        turns: list[dict[str, Any]] = [{"text": texts[0]}]
+    else:
+        initial = round(min(5.0, max(1.0, rating + (3.0 - rating) * rng.uniform(0.2, 0.5))), 2)
+        texts = [compact_local_stage1_text(kind, severity, initial, rng, box, patch),
+                 compact_stage2_text(kind, severity, initial, rating, rng)]
+        turns = [{"text": texts[0], "bbox": box}, {"text": texts[1]}]
+    problems = zoomiqa_format_problems(texts)
+    if problems:
+        raise AssertionError(f"generated trajectory for {label['image']!r} fails the format: {problems}")
+    mos = label.get("mos")
+    return {"id": Path(label["image"]).stem, "image": image, "mos": rating if mos is None else float(mos),
+            "question": question, "turns": turns,
+            "meta": {"distortion_class": kind, "severity": severity, "rating": rating, **_flaw_meta(label)}}
+
+
+def _flaw_meta(label: dict[str, Any]) -> dict[str, Any]:
+    return {"scope": label["scope"], "flaw_box": label.get("flaw_box")}
 
 
 @dataclass(frozen=True)
@@ -223,7 +311,8 @@ def write_trajectories(
 ) -> TrajectoryReport:
     """Write one trajectory per label of `labels_path` to `out_path` (JSONL; image paths relative to its folder).
 
-    Exactly `round(crop_fraction * n)` records, chosen with `seed`, carry a crop turn.
+    Exactly `round(crop_fraction * n)` records, chosen with `seed`, carry a crop turn, except that a label with a
+    `scope` decides for itself (`flaw_crop_box`; the report counts the crops written).
     """
     if not 0.0 <= crop_fraction <= 1.0:
         raise ValueError(f"crop_fraction must lie in [0, 1], found {crop_fraction}")
@@ -233,26 +322,31 @@ def write_trajectories(
     random.Random(f"{seed}/crop").shuffle(order)
     cropped = set(order[: round(crop_fraction * len(labels))])
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    n_crop = 0
     with out_path.open("w", encoding="utf-8") as f:
         for i, label in enumerate(labels):
             image = os.path.relpath(labels_path.parent / label["image"], out_path.parent)
             record = make_trajectory(label, Path(image).as_posix(), seed, i in cropped, prompts, style)
+            n_crop += len(record["turns"]) > 1
             f.write(json.dumps(record) + "\n")
-    return TrajectoryReport(str(out_path), len(labels), len(cropped), seed)
+    return TrajectoryReport(str(out_path), len(labels), n_crop, seed)
 
 
 def build_demo_set(
     out_dir: str | Path, n_scenes: int, *, seed: int = 0, crop_fraction: float = 0.3, image_size: int | None = None,
-    progress: bool = False, style: str = "full", kinds: Sequence[str] | None = None,
+    progress: bool = False, style: str = "full", kinds: Sequence[str] | None = None, local_fraction: float = 0.0,
 ) -> TrajectoryReport:
     """Procedural scenes -> one random degradation each -> `out_dir/trajectories.jsonl` (the demo's SFT data).
 
     Writes `out_dir/scenes/`, `out_dir/degraded/` (images + labels.jsonl) and the trajectory file.
-    `image_size` downsizes the short side of every degraded image (None keeps the scene size).
+    `image_size` downsizes the short side of every degraded image (None keeps the scene size). `local_fraction` > 0
+    makes that share of the distorted images local flaws whose trajectories crop by the flaw (module docstring).
     """
     out = Path(out_dir)
     write_scenes(out / "scenes", n_scenes, seed=seed)
-    extra = {} if kinds is None else {"kinds": tuple(kinds)}
+    extra: dict[str, Any] = {} if kinds is None else {"kinds": tuple(kinds)}
+    if local_fraction:
+        extra["local_fraction"] = local_fraction
     generate_degradation_set(out / "scenes", out / "degraded", seed, resize_short=image_size, progress=progress,
                              **extra)
     return write_trajectories(out / "degraded" / "labels.jsonl", out / "trajectories.jsonl", seed=seed,
