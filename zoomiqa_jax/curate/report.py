@@ -124,7 +124,7 @@ def render_markdown(rows: Sequence[dict[str, Any]], title: str = "GR-IQA curatio
         if seen[kind] >= EXAMPLES_PER_KIND:
             continue
         if not seen[kind]:
-            out.append(f"### {row['stage']}" + (f": {kind[1]}" if kind[1] else ""))
+            out += ([""] if out[-1] else []) + [f"### {row['stage']}" + (f": {kind[1]}" if kind[1] else ""), ""]
         seen[kind] += 1
         out += _example(row)
     return "\n".join(out) + "\n"
