@@ -62,7 +62,9 @@ def test_folder_with_corrupt_image_scores_the_rest(checkpoint, folder, tmp_path)
 
 def test_scripted_crop_prints_zoom_and_rating(checkpoint, folder, tmp_path, monkeypatch):
     tok = load_tokenizer(TINY_TOKENIZER_DIR)
-    monkeypatch.setattr(engine, "generate", Scripted(tok, pick=lambda p: STAGE2 if "Cropped image" in p else CROP))
+    # either protocol's crop label ("Cropped Image: " official, the default; "Cropped image: " strict)
+    pick = lambda p: STAGE2 if "cropped image" in p.lower() else CROP  # noqa: E731
+    monkeypatch.setattr(engine, "generate", Scripted(tok, pick=pick))
     jsonl = tmp_path / "out.jsonl"
     image = str(folder / "good1.png")
     code, out, _ = run(score_main, ["--checkpoint", checkpoint, image, "--json", str(jsonl), "--json-tokens", *FAST])

@@ -27,6 +27,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".g
 PROMPTS = {"zoomiqa": "zoomiqa", "qinsight": "qinsight_score", "qinsight-degradation": "qinsight_degradation",
            "vqr1": "vqr1_score"}
 DTYPES = ("bfloat16", "float32", "float16")
+PROTOCOL_CHOICES = ("official", "strict")  # inference.protocol.PROTOCOLS, spelled here so that --help imports no jax
 
 
 class CheckpointError(ValueError):
@@ -141,6 +142,9 @@ def build_parser(command: str = "score") -> argparse.ArgumentParser:
                        help="most model rounds per image for --prompt zoomiqa (the protocol allows 2; default 2)")
         p.add_argument("--batch-size", type=int, default=4,
                        help="images per sampler call; the rows that crop share one second call (default 4)")
+        p.add_argument("--protocol", choices=PROTOCOL_CHOICES, default="official",
+                       help="how Zoom-IQA replies are prompted, read, routed and cropped: official (the authors' "
+                       "released evaluation, default) or strict (the project's own reading); docs/inference.md")
     else:
         p.add_argument("--ref", metavar="R", help="reference (e.g. low-quality input) image for the comparison")
         p.add_argument("image_a", metavar="A", help="image A")
@@ -174,13 +178,15 @@ def _setup(args: argparse.Namespace, err: TextIO) -> tuple[Any, Any, Any, Any] |
     """(model, tokenizer, settings, prompts), or None after printing why it cannot start."""
     import jax.numpy as jnp
 
+    from zoomiqa_jax.inference.protocol import make_protocol
     from zoomiqa_jax.inference.rounds import SamplingSettings
     from zoomiqa_jax.processing.image import MAX_PIXELS, MIN_PIXELS
-    from zoomiqa_jax.processing.prompts import DEFAULT_PROMPTS, PromptFileError, load_prompt_file
+    from zoomiqa_jax.processing.prompts import PromptFileError
     from zoomiqa_jax.processing.tokenizer import TokenizerError, load_tokenizer
 
-    try:
-        prompts = load_prompt_file(args.prompt_file) if args.prompt_file else DEFAULT_PROMPTS
+    try:  # the protocol's own prompt defaults (official: the authors' stage-2 labels) under --prompt-file
+        zoomiqa = getattr(args, "prompt", None) == "zoomiqa"  # other prompts keep the strict defaults
+        prompts = make_protocol(args.protocol if zoomiqa else "strict", args.prompt_file).prompts
         settings = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                     top_p=args.top_p, top_k=args.top_k, seed=args.seed)
         model, _, meta = load_checkpoint(args.checkpoint, dtype=getattr(jnp, args.dtype))
@@ -217,6 +223,7 @@ def score_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err
         return 2
     from tqdm.auto import tqdm
 
+    from zoomiqa_jax.inference.protocol import Protocol
     from zoomiqa_jax.inference.single_turn import run_single_turn
     from zoomiqa_jax.inference.trajectory import count_invalid
     from zoomiqa_jax.inference.zoom import run_zoomiqa
@@ -231,10 +238,11 @@ def score_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err
     model, tokenizer, settings, prompts = setup
     max_turns = 1 if args.no_zoom else args.max_turns
     task = PROMPTS[args.prompt]
+    protocol = Protocol(args.protocol, prompts)
 
     def run(batch: list) -> list:
         if task == "zoomiqa":
-            return run_zoomiqa(model, tokenizer, batch, settings, max_turns=max_turns, prompts=prompts)
+            return run_zoomiqa(model, tokenizer, batch, settings, max_turns=max_turns, protocol=protocol)
         return run_single_turn(model, tokenizer, batch, task, settings, prompts=prompts)
 
     results, unreadable = [], []

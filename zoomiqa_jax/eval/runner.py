@@ -49,6 +49,7 @@ from zoomiqa_jax.eval.runner_store import (  # noqa: F401 (ResumeError, config_h
     predictions_file,
 )
 
+PROTOCOL_CHOICES = ("official", "strict")  # inference.protocol.PROTOCOLS, spelled here: --help imports no jax
 TASKS = {"zoomiqa": "zoomiqa", "qinsight": "qinsight_score", "qinsight-degradation": "qinsight_degradation",
          "vqr1": "vqr1_score"}
 UNREADABLE = "unreadable_image"
@@ -143,13 +144,14 @@ class _View:
 
 
 def _infer(model: Any, tokenizer: Any, items: list, task: str, settings: Any, max_turns: int, prompts: Any,
-           generate_fn: Any = None) -> list:
+           generate_fn: Any = None, protocol: Any = None) -> list:
+    from zoomiqa_jax.inference.protocol import Protocol
     from zoomiqa_jax.inference.single_turn import run_single_turn
     from zoomiqa_jax.inference.zoom import run_zoomiqa
 
     if task == "zoomiqa":
-        return run_zoomiqa(model, tokenizer, items, settings, max_turns=max_turns, prompts=prompts,
-                           generate_fn=generate_fn)
+        return run_zoomiqa(model, tokenizer, items, settings, max_turns=max_turns, generate_fn=generate_fn,
+                           protocol=protocol or Protocol("strict", prompts))
     return run_single_turn(model, tokenizer, items, task, settings, prompts=prompts, generate_fn=generate_fn)
 
 
@@ -157,13 +159,14 @@ def evaluate_set(
     eval_set: EvalSet, model: Any, tokenizer: Any, *, task: str, settings: Any, max_turns: int, prompts: Any,
     done: dict[tuple[str, str], dict[str, Any]], digest: str, sink: TextIO, batch_size: int,
     limit: int | None = None, num_threads: int = 4, progress: bool = True, shard_index: int = 0,
-    shard_count: int = 1, generate_fn: Any = None, progress_label: str | None = None,
+    shard_count: int = 1, generate_fn: Any = None, progress_label: str | None = None, protocol: Any = None,
 ) -> tuple[list[str], int]:
     """Predict every unfinished item of `eval_set` (the first `limit`) in this shard (positions
     shard_index, shard_index + shard_count, ...), appending lines to `sink`.
 
     `generate_fn` replaces `engine.generate` (e.g. a `runner_devices.DataParallelGenerate`).
-    `progress_label` labels the progress bar (default: the set's name).
+    `progress_label` labels the progress bar (default: the set's name). `protocol` (`inference.protocol`) reads
+    and routes Zoom-IQA replies; None is `strict` with `prompts`.
     Returns (the keys of the set's items in source order, number of items run now).
     """
     from PIL import Image
@@ -196,7 +199,8 @@ def evaluate_set(
                            "mos": meta["mos"], "pred": None, "invalid": UNREADABLE,
                            "error": batch["error"][j], "rounds": 0, "zoomed": False, "hit_token_limit": False}
                     _write(sink, done, row)
-            trajs = _infer(model, tokenizer, items, task, settings, max_turns, prompts, generate_fn) if items else []
+            trajs = (_infer(model, tokenizer, items, task, settings, max_turns, prompts, generate_fn, protocol)
+                     if items else [])
             for traj, (index, meta) in zip(trajs, rows):
                 _write(sink, done, _prediction(traj, eval_set.name, keys[index], index, meta, digest))
             bar.update(len(batch["key"]))
@@ -233,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(distortion class and level: degradation accuracy), vqr1 (VisualQuality-R1 score)")
     p.add_argument("--max-turns", type=int, choices=(1, 2), default=2, help="rounds per image for zoomiqa (default 2)")
     p.add_argument("--prompt-file", metavar="FILE", help="YAML/JSON file replacing prompt texts by name")
+    p.add_argument("--protocol", choices=PROTOCOL_CHOICES, default="official",
+                   help="how Zoom-IQA replies are prompted, read, routed and cropped: official (the authors' "
+                   "released evaluation, default) or strict (the project's own reading); docs/inference.md")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N items of each dataset")
     p.add_argument("--batch-size", type=int, default=8, help="images per sampler call (default 8)")
     p.add_argument("--num-threads", type=int, default=4, help="image decoding threads (default 4)")
@@ -289,6 +296,12 @@ def eval_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err:
               "task": task,
               "max_turns": args.max_turns if task == "zoomiqa" else 1, "dtype": args.dtype, "sampling": sampling,
               "prompts": config_hash(dataclasses.asdict(prompts))}
+    from zoomiqa_jax.inference.protocol import Protocol
+
+    protocol = None
+    if task == "zoomiqa":  # the protocol changes what a Zoom-IQA run predicts (other tasks keep their hash)
+        config["protocol"] = args.protocol
+        protocol = Protocol(args.protocol, prompts)
     import jax
 
     from zoomiqa_jax.eval.report import set_metrics, write_report
@@ -324,7 +337,7 @@ def eval_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err:
                     s, model, tokenizer, task=task, settings=settings, max_turns=args.max_turns, prompts=prompts,
                     done=done, digest=digest, sink=sink, batch_size=args.batch_size, limit=args.limit,
                     num_threads=args.num_threads, progress=not args.no_progress, shard_index=shard_index,
-                    shard_count=shard_count, generate_fn=generate_fn,
+                    shard_count=shard_count, generate_fn=generate_fn, protocol=protocol,
                     progress_label=None if progress_label is None else (
                         progress_label if len(sets) == 1 else f"{progress_label} {s.name}"))
     except KeyboardInterrupt as e:

@@ -1,5 +1,9 @@
 """Zoom-IQA multi-round inference: reason on the image, maybe crop and zoom, rate (issue 3, published protocol).
 
+The protocol object (`inference.protocol`, `official` or `strict`) decides the prompts, the question, how a
+reply is parsed and routed and how the crop is cut; the layout below is `strict`'s, `official` differs point by
+point as docs/inference.md tables.
+
     stage 1   user: question + stage-1 instructions, then the image          -> <think>...</think><answer>{...}
               parse; route (`processing.answers.route_stage1`):
                 crop    tool "crop" with four numbers, not all zero -> cut the box from the ORIGINAL image
@@ -29,6 +33,7 @@ from typing import Any
 from PIL import Image
 
 from zoomiqa_jax.inference import engine
+from zoomiqa_jax.inference.protocol import Protocol
 from zoomiqa_jax.inference.rounds import (
     DEFAULT_SETTINGS,
     EncodedImages,
@@ -51,15 +56,7 @@ from zoomiqa_jax.inference.trajectory import (
     make_round,
     splice_assistant_turn,
 )
-from zoomiqa_jax.processing.answers import ZoomAnswer, parse_zoomiqa_answer, route_stage1
-from zoomiqa_jax.processing.crop import crop_and_zoom, crop_box
-from zoomiqa_jax.processing.prompts import (
-    DEFAULT_PROMPTS,
-    PromptSet,
-    choose_question,
-    zoomiqa_stage1_messages,
-    zoomiqa_stage2_messages,
-)
+from zoomiqa_jax.processing.prompts import DEFAULT_PROMPTS, PromptSet, choose_question
 
 MAX_TURNS = 2
 
@@ -72,7 +69,7 @@ class _Row:
     traj: Trajectory
     original: EncodedImages | None = None
     stage1: RowOutput | None = None
-    answer1: ZoomAnswer | None = None
+    answer1: Any = None  # the protocol's parsed stage-1 answer
     crop: Image.Image | None = None
 
 
@@ -91,8 +88,12 @@ def run_zoomiqa(
     prompts: PromptSet = DEFAULT_PROMPTS,
     generate_fn: GenerateFn | None = None,
     stage1_generate_fn: GenerateFn | None = None,
+    protocol: Protocol | None = None,
 ) -> list[Trajectory]:
     """Score a batch of images with Zoom-IQA (module docstring); one Trajectory per item, in order.
+
+    `protocol` (`inference.protocol`) decides the prompts, question draw, parsing, routing and crop; None is
+    the `strict` protocol with `prompts`. A given protocol brings its own prompts (`prompts` is then unused).
 
     Never raises for a model output; an image the processor rejects (aspect ratio over 200) becomes an
     invalid trajectory with class `image_error`.
@@ -100,12 +101,13 @@ def run_zoomiqa(
     if not 1 <= max_turns <= MAX_TURNS:
         raise ValueError(f"max_turns: expected 1 or 2 (the protocol allows at most 2 rounds), found {max_turns}")
     gen = generate_fn or engine.generate
+    protocol = protocol or Protocol("strict", prompts)
     merge = model.config.vision.spatial_merge_size
     pad_id = model.config.bos_token_id
-    rows = [_start_row(item, settings, prompts, merge) for item in items]
+    rows = [_start_row(item, settings, protocol, merge) for item in items]
 
     live = [r for r in rows if r.original is not None]
-    stage1_ids = [render_prompt(tokenizer, zoomiqa_stage1_messages(r.traj.question, prompts), r.original, merge)
+    stage1_ids = [render_prompt(tokenizer, protocol.stage1_messages(r.traj.question), r.original, merge)
                   for r in live]
     outs = sample_round(model, [RowPrompt(ids, r.original, r.item.index) for ids, r in zip(stage1_ids, live)],
                         settings, round_index=0, pad_token_id=pad_id, generate_fn=stage1_generate_fn or gen)
@@ -113,9 +115,9 @@ def run_zoomiqa(
     stage2_prompts: list[tuple[RowPrompt, SplicedPrompt]] = []
     for row, ids, out in zip(live, stage1_ids, outs):
         row.stage1 = out
-        row.answer1 = parse_zoomiqa_answer(decode_output(tokenizer, out.ids))
+        row.answer1 = protocol.parse(decode_output(tokenizer, out.ids))
         row.traj.rounds.append(make_round(tokenizer, 1, ids, out, row.answer1, row.original))
-        stage2 = _route_stage1(row, tokenizer, settings, prompts, max_turns, merge)
+        stage2 = _route_stage1(row, tokenizer, settings, protocol, max_turns, merge)
         if stage2 is not None:
             cropping.append(row)
             stage2_prompts.append(stage2)
@@ -125,16 +127,16 @@ def run_zoomiqa(
     outs2 = sample_round(model, [p for p, _ in stage2_prompts], settings, round_index=1, pad_token_id=pad_id,
                          generate_fn=gen) if stage2_prompts else []
     for row, (prompt, spliced), out in zip(cropping, stage2_prompts, outs2):
-        answer = parse_zoomiqa_answer(decode_output(tokenizer, out.ids))
+        answer = protocol.parse(decode_output(tokenizer, out.ids))
         row.traj.rounds.append(make_round(tokenizer, 2, prompt.ids, out, answer, prompt.images))
-        _route_stage2(row.traj, answer)
+        _route_stage2(row.traj, answer, protocol)
         _finish(row.traj, spliced.mask, spliced.logprobs)
     return [r.traj for r in rows]
 
 
-def _start_row(item: ImageItem, settings: SamplingSettings, prompts: PromptSet, merge: int) -> _Row:
+def _start_row(item: ImageItem, settings: SamplingSettings, protocol: Protocol, merge: int) -> _Row:
     traj = Trajectory(image=item.name, task="zoomiqa", image_size=list(item.image.size),
-                      question=question_for(item, settings.seed, prompts))
+                      question=protocol.question_for(item.index, settings.seed, item.question))
     row = _Row(item, traj)
     try:
         row.original = encode_images([item.image], settings, merge)
@@ -145,29 +147,29 @@ def _start_row(item: ImageItem, settings: SamplingSettings, prompts: PromptSet, 
 
 
 def _route_stage1(
-    row: _Row, tokenizer: Any, settings: SamplingSettings, prompts: PromptSet, max_turns: int, merge: int
+    row: _Row, tokenizer: Any, settings: SamplingSettings, protocol: Protocol, max_turns: int, merge: int
 ) -> tuple[RowPrompt, SplicedPrompt] | None:
-    """Apply the stage-1 routing rule; return the stage-2 prompt (and its splice) when a crop runs."""
+    """Apply the protocol's stage-1 routing; return the stage-2 prompt (and its splice) when a crop runs."""
     traj, answer = row.traj, row.answer1
-    route = route_stage1(answer)
+    route = protocol.route_stage1(answer)
     if route.warning:
         traj.routing_warnings.append(route.warning)
     if route.action == "crop" and max_turns < 2:
         traj.routing_warnings.append("zoom_disabled")
     elif route.action == "crop":
-        width, height = row.item.image.size
-        box = crop_box(answer.bbox, width, height)
         first = traj.rounds[0]
-        first.bbox_pixels, first.bbox_normalized = list(box.pixel), list(box.normalized)
-        first.crop_adjustments = list(box.adjustments)
         try:
-            row.crop = crop_and_zoom(row.item.image, box)
+            cut = protocol.cut(row.item.image, route.box)
+            first.bbox_pixels, first.bbox_normalized = list(cut.pixel), list(cut.normalized)
+            first.crop_adjustments = list(cut.adjustments)
+            row.crop = cut.image
             images = encode_images([row.item.image, row.crop], settings, merge)
-        except ValueError as err:  # a crop whose aspect ratio the processor rejects
+        except (ValueError, OverflowError) as err:  # a crop whose aspect ratio the processor rejects; an official
+            # box value too large for float() (the authors' batch fails with runtime_error there)
             traj.routing_warnings.append(f"crop_error: {err}")
             first.bbox_pixels = first.bbox_normalized = None
         else:
-            messages = zoomiqa_stage2_messages(traj.question, SPLICE_MARK, prompts)
+            messages = protocol.stage2_messages(traj.question, SPLICE_MARK)
             out = row.stage1
             spliced = splice_assistant_turn(tokenizer, messages, out.ids, out.logprobs, out.stop_token,
                                             [list(g) for g in images.grids], merge)
@@ -177,22 +179,21 @@ def _route_stage1(
     if route.rating is not None:
         traj.rating = route.rating
     else:
-        traj.invalid = answer.error or "invalid_rating"
+        traj.invalid = route.error or answer.error or "invalid_rating"
         traj.invalid_round = 1
     traj.final_answer = answer_dict(answer)
     return None
 
 
-def _route_stage2(traj: Trajectory, answer: ZoomAnswer) -> None:
-    """The stage-2 rating is final; problems other than the rating are routing warnings."""
+def _route_stage2(traj: Trajectory, answer: Any, protocol: Protocol) -> None:
+    """The stage-2 rating is final; the protocol says which other problems are routing warnings."""
     traj.final_answer = answer_dict(answer)
-    if answer.rating is None:
-        traj.invalid, traj.invalid_round = answer.error or "invalid_rating", 2
+    result = protocol.stage2_result(answer)
+    if result.rating is None:
+        traj.invalid, traj.invalid_round = result.error, 2
         return
-    traj.rating = answer.rating
-    if answer.tool == "crop":
-        traj.routing_warnings.append("stage2_requested_crop")
-    traj.routing_warnings.extend(f"stage2_{e}" for e in answer.errors)
+    traj.rating = result.rating
+    traj.routing_warnings.extend(result.warnings)
 
 
 def _finish(traj: Trajectory, prompt_mask: list[int] | None, prompt_logprobs: list[float] | None) -> None:

@@ -212,20 +212,13 @@ def zoomiqa_format_problems(rounds: Sequence[str], *, max_rounds: int = MAX_ROUN
     problems: list[str] = []
     for index, text in enumerate(rounds):
         where = f"round {index + 1}"
-        if not isinstance(text, str):
-            problems.append(f"{where}: not a string")
+        frame = _frame_problem(text)
+        if frame:
+            problems.append(f"{where}: {frame}")
             continue
-        stripped = text.strip()
-        shape = re.fullmatch(r"<think>(.*)</think>\s*<answer>(.*)</answer>", stripped, re.DOTALL)
-        if shape is None or any(stripped.count(tag) != 1 for tag in ("<think>", "</think>", "<answer>", "</answer>")):
-            problems.append(f"{where}: expected exactly <think>...</think><answer>...</answer>")
-            continue
-        expected = STAGE1_SECTIONS if index == 0 else STAGE2_SECTIONS
-        sections = think_sections(text)
-        if tuple(label for label, _ in sections) != expected or not all(body for _, body in sections):
-            problems.append(f"{where}: expected non-empty sections {list(expected)}")
-        elif shape.group(1)[: _LABEL.search(shape.group(1)).start()].strip():
-            problems.append(f"{where}: text before the first section label")
+        sections = _sections_problem(text, STAGE1_SECTIONS if index == 0 else STAGE2_SECTIONS)
+        if sections:
+            problems.append(f"{where}: {sections}")
         answer = parse_zoomiqa_answer(text)
         last = index == len(rounds) - 1
         if answer.errors or answer.lenient:
@@ -237,6 +230,38 @@ def zoomiqa_format_problems(rounds: Sequence[str], *, max_rounds: int = MAX_ROUN
         elif not last and not _is_normalized_box(answer.bbox, answer.tool):
             problems.append(f"{where}: a round before the last must crop a normalized box x1<x2, y1<y2")
     return tuple(problems)
+
+
+def round_layout_problem(text: object, sections: Sequence[str]) -> str | None:
+    """Why one round is not `<think>` (`sections` labelled, non-empty, in order, no text before the first)
+    then one `<answer>...</answer>`, with nothing around them; None when it is. The layout half of
+    `zoomiqa_format_problems`, shared by every protocol's format reward (`inference.protocol`)."""
+    return _frame_problem(text) or _sections_problem(text, sections)
+
+
+_FRAME = re.compile(r"<think>(.*)</think>\s*<answer>(.*)</answer>", re.DOTALL)
+
+
+def _frame_problem(text: object) -> str | None:
+    if not isinstance(text, str):
+        return "not a string"
+    stripped = text.strip()
+    if _FRAME.fullmatch(stripped) is None or any(
+        stripped.count(tag) != 1 for tag in ("<think>", "</think>", "<answer>", "</answer>")
+    ):
+        return "expected exactly <think>...</think><answer>...</answer>"
+    return None
+
+
+def _sections_problem(text: str, expected: Sequence[str]) -> str | None:
+    """For a text `_frame_problem` accepts: the section labels and bodies, then nothing before the first."""
+    sections = think_sections(text)
+    if tuple(label for label, _ in sections) != tuple(expected) or not all(body for _, body in sections):
+        return f"expected non-empty sections {list(expected)}"
+    think = _FRAME.fullmatch(text.strip()).group(1)  # type: ignore[union-attr]
+    if think[: _LABEL.search(think).start()].strip():  # type: ignore[union-attr]
+        return "text before the first section label"
+    return None
 
 
 def check_zoomiqa_format(rounds: Sequence[str], *, max_rounds: int = MAX_ROUNDS) -> bool:

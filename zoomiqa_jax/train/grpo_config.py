@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from zoomiqa_jax.config import ConfigError
+from zoomiqa_jax.inference.protocol import PROTOCOLS
 from zoomiqa_jax.train.config import TrainConfig, load_train_config
 from zoomiqa_jax.train.grpo_loss import KL_COV_MODES, LOSS_AGG_MODES, GrpoLossConfig
 
@@ -78,6 +79,8 @@ class RolloutSection:
     new_token_buckets: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)
     seq_buckets: tuple[int, ...] = ()  # padded lengths of the training rows; () = sums of prompt + new-token buckets
     patch_buckets: tuple[int, ...] = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768)  # patches of a batch
+    protocol: str = "official"  # zoomiqa: the protocol trained for (`inference.protocol`): its prompts' labels,
+    # parser, routing and crop in the rollouts, and its parser in the format reward; "official" or "strict"
 
 
 @dataclasses.dataclass
@@ -106,6 +109,7 @@ class GrpoTrainConfig(TrainConfig):
             ("rollout.max_new_tokens", r.max_new_tokens >= 1, ">= 1"),
             ("rollout.max_turns", r.max_turns in (1, 2), "1 or 2"),
             ("rollout.temperature", r.temperature > 0, "> 0 (GRPO samples)"),
+            ("rollout.protocol", r.protocol in PROTOCOLS, f"one of {PROTOCOLS}"),
         ]
         for key, ok, expected in checks:
             if not ok:

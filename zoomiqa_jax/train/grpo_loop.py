@@ -114,7 +114,7 @@ def _nan(x: float | None) -> float:
 def compute_rewards(cfg: GrpoTrainConfig, trajs: Sequence[Any], records: Sequence[Any], tasks: Sequence[str],
                     group: int) -> dict[str, np.ndarray]:
     """Reward components [batch, group] for the recipe; `total` is what the advantages use."""
-    from zoomiqa_jax.processing.answers import check_zoomiqa_format
+    from zoomiqa_jax.inference.protocol import Protocol
     from zoomiqa_jax.train.rewards import thurstone_rank_reward, visualquality_r1_format_reward, zoomiqa_rewards
     from zoomiqa_jax.train.rewards_qinsight import qinsight_rewards
 
@@ -124,7 +124,8 @@ def compute_rewards(cfg: GrpoTrainConfig, trajs: Sequence[Any], records: Sequenc
     mos = np.asarray([r.mos for r in records], np.float64)
     rating = np.asarray([[_nan(t.rating) for t in row] for row in grid], np.float64)
     if g.recipe == "zoomiqa":
-        fmt = np.asarray([[bool(t.rounds) and check_zoomiqa_format([r.output_text for r in t.rounds])
+        protocol = Protocol(cfg.rollout.protocol)  # the parser `zoomiqa eval --protocol` counts validity with
+        fmt = np.asarray([[bool(t.rounds) and protocol.format_ok([r.output_text for r in t.rounds])
                            for t in row] for row in grid])
         parts = zoomiqa_rewards(fmt, rating, mos, alpha=g.reward_alpha, beta=g.reward_beta, sigma=g.score_sigma)
         return {"total": parts.total, "format": parts.format, "score": parts.score, "rank": parts.rank,
@@ -165,7 +166,8 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
     after checking that its saved config matches (`train.resume`; `allow_config_change` lets changes through).
     With `stop` (entered), a SIGINT / SIGTERM ends the run after the current GRPO step with a checkpoint
     (`train.preemption`); the result's `stopped` names the signal."""
-    from zoomiqa_jax.processing.prompts import DEFAULT_PROMPTS, choose_question, load_prompt_file
+    from zoomiqa_jax.inference.protocol import Protocol
+    from zoomiqa_jax.processing.prompts import choose_question
     from zoomiqa_jax.processing.tokenizer import load_tokenizer
     from zoomiqa_jax.train.advantages import group_advantages
     from zoomiqa_jax.train.checkpointing import TrainCheckpointer, abstract_like, write_model_metadata
@@ -193,7 +195,7 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
     model, config, weights_dir = load_model(cfg)
     tok_dir = tokenizer_dir(cfg, weights_dir)
     tokenizer = load_tokenizer(tok_dir)
-    prompts = load_prompt_file(resolve_path(cfg.data.prompt_file)) if cfg.data.prompt_file else DEFAULT_PROMPTS
+    prompts = rollout_prompts(cfg)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else config.bos_token_id
 
     n_images = sum(len(d.records) for d in datasets)
@@ -301,7 +303,8 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
                 batch = build_rollout_batch(
                     [trajs[i] for i in rows], [items[i].image for i in rows], adv[rows], tokenizer, config,
                     min_pixels=settings.min_pixels, max_pixels=settings.max_pixels, seq_buckets=seq_buckets,
-                    patch_buckets=tuple(ro.patch_buckets), candidate_slots=g.candidate_slots, pad_token_id=pad_id)
+                    patch_buckets=tuple(ro.patch_buckets), candidate_slots=g.candidate_slots, pad_token_id=pad_id,
+                    protocol=Protocol(ro.protocol, prompts))
                 for key in HOST_ONLY:
                     batch.pop(key, None)
                 if ref_params is not None:
@@ -360,11 +363,21 @@ def sampling_settings(cfg: GrpoTrainConfig, seed: int) -> Any:
                                             new_tokens=tuple(ro.new_token_buckets)))
 
 
+def rollout_prompts(cfg: GrpoTrainConfig) -> Any:
+    """The prompts of the rollouts: `data.prompt_file` over the defaults of `rollout.protocol` (official: the
+    authors' stage-2 labels; `inference.protocol.make_protocol`)."""
+    from zoomiqa_jax.inference.protocol import make_protocol
+
+    file = resolve_path(cfg.data.prompt_file) if cfg.data.prompt_file else None
+    return make_protocol(cfg.rollout.protocol, file).prompts
+
+
 def sample_groups(cfg: GrpoTrainConfig, policy: Any, tokenizer: Any, records: Sequence[Any],
                   questions: Sequence[str], tasks: Sequence[str], settings: Any, prompts: Any,
                   images: Callable[[Path], Any] | None = None) -> tuple[list[Any], list[Any]]:
     """`grpo.group_size` rollouts of each record with the recipe's protocol (the stage-1 prompt prefilled once per
     image); returns (items, trajectories), image b's samples at rows b*G .. b*G+G-1."""
+    from zoomiqa_jax.inference.protocol import Protocol
     from zoomiqa_jax.inference.rounds import ImageItem
     from zoomiqa_jax.inference.single_turn import run_single_turn
     from zoomiqa_jax.inference.zoom import run_zoomiqa
@@ -376,8 +389,8 @@ def sample_groups(cfg: GrpoTrainConfig, policy: Any, tokenizer: Any, records: Se
              for b, (rec, question) in enumerate(zip(records, questions)) for k in range(group)]
     grouped = group_stage1_generate(group)
     if cfg.grpo.recipe == "zoomiqa":
-        trajs = run_zoomiqa(policy, tokenizer, items, settings, max_turns=cfg.rollout.max_turns, prompts=prompts,
-                            stage1_generate_fn=grouped)
+        trajs = run_zoomiqa(policy, tokenizer, items, settings, max_turns=cfg.rollout.max_turns,
+                            stage1_generate_fn=grouped, protocol=Protocol(cfg.rollout.protocol, prompts))
     else:
         trajs = _single_turn(run_single_turn, policy, tokenizer, items, list(tasks), group, settings, prompts,
                              grouped, cfg.grpo.recipe)
@@ -393,9 +406,9 @@ def sampled_reward(cfg: GrpoTrainConfig, policy: Any, tokenizer: Any, records: S
     `n` (trajectories). `progress` shows a bar over the images."""
     from tqdm.auto import tqdm
 
-    from zoomiqa_jax.processing.prompts import DEFAULT_PROMPTS, choose_question
+    from zoomiqa_jax.processing.prompts import choose_question
 
-    prompts = prompts or DEFAULT_PROMPTS
+    prompts = prompts or rollout_prompts(cfg)
     group, size = cfg.grpo.group_size, cfg.data.batch_size
     parts: dict[str, list[np.ndarray]] = {}
     images = ImageCache()

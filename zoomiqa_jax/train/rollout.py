@@ -45,10 +45,10 @@ from PIL import Image
 
 from zoomiqa_jax.inference import engine
 from zoomiqa_jax.inference.engine import GenerateOutput
+from zoomiqa_jax.inference.protocol import Protocol
 from zoomiqa_jax.inference.rounds import GenerateFn
 from zoomiqa_jax.inference.trajectory import Trajectory
 from zoomiqa_jax.model import VisionMeta
-from zoomiqa_jax.processing.crop import crop_and_zoom, crop_box
 from zoomiqa_jax.processing.image import num_image_tokens, preprocess_images
 from zoomiqa_jax.train.sft_data import SequenceTooLongError, add_model_inputs, pick_bucket
 
@@ -249,9 +249,10 @@ def _reply_segments(t: Trajectory, tokenizer: Any) -> list[tuple[int, list[int]]
 
 
 def _last_round_images(
-    t: Trajectory, original: Image.Image, config: Any, min_pixels: int, max_pixels: int
+    t: Trajectory, original: Image.Image, config: Any, min_pixels: int, max_pixels: int, protocol: Protocol
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The last round's images re-rendered from the original as `inference.zoom` does; grids checked."""
+    """The last round's images re-rendered from the original as `inference.zoom` does (the protocol's crop of
+    the box stage 1 asked for); grids checked."""
     if t.image_size is not None and list(original.size) != list(t.image_size):
         raise RolloutError(f"trajectory of image {t.image!r}: original is {list(original.size)}, the trajectory "
                            f"was sampled on {t.image_size}")
@@ -259,11 +260,11 @@ def _last_round_images(
     images = [original]
     if t.zoomed:
         first = t.rounds[0]
-        box = crop_box(first.bbox_requested, *original.size)
-        if first.bbox_pixels is not None and list(box.pixel) != list(first.bbox_pixels):
-            raise RolloutError(f"trajectory of image {t.image!r}: crop box {list(box.pixel)} != the sampled "
+        cut = protocol.cut(original, protocol.requested_box(first.answer))
+        if first.bbox_pixels is not None and list(cut.pixel) != list(first.bbox_pixels):
+            raise RolloutError(f"trajectory of image {t.image!r}: crop box {list(cut.pixel)} != the sampled "
                                f"{first.bbox_pixels}")
-        images.append(crop_and_zoom(original, box))
+        images.append(cut.image)
     merge = config.vision.spatial_merge_size
     pixels, grids = preprocess_images(images, min_pixels=min_pixels, max_pixels=max_pixels, merge_size=merge)
     expected = t.rounds[-1].image_grids
@@ -289,6 +290,7 @@ def build_rollout_batch(
     patch_buckets: Sequence[int],
     candidate_slots: int = 16,
     pad_token_id: int,
+    protocol: Protocol | None = None,
 ) -> dict[str, np.ndarray | VisionMeta]:
     """The GRPO rollout batch of `trajectories` (one row each; layout in the module docstring).
 
@@ -334,7 +336,7 @@ def build_rollout_batch(
         batch["sample_logp"][row, :length] = t.token_logprobs
         for start, ids in _reply_segments(t, tokenizer):
             batch["candidate_mask"][row, start:start + len(ids)] = rating_token_mask(tokenizer, ids)
-        p, g = _last_round_images(t, original, config, min_pixels, max_pixels)
+        p, g = _last_round_images(t, original, config, min_pixels, max_pixels, protocol or Protocol("strict"))
         pixels.append(p)
         grids.append(g)
     # Slots for every candidate: `candidate_slots`, doubled until the row with the most rating tokens fits (a

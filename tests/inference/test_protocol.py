@@ -1,0 +1,161 @@
+"""The protocol object (issue 18): `official` and `strict` through `run_zoomiqa` with a scripted sampler (routing,
+fallback crop, labels, warnings), and must-show 3: the GRPO format reward and `zoomiqa eval` read every reply
+of the parser fuzz corpus with one parser and agree on its validity."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from tests.inference.replies import CROP, PAYLOADS, STAGE2, corpus, reply
+from tests.inference.test_zoom import CFG, SETTINGS, Scripted, image
+from zoomiqa_jax.eval.runner import _prediction
+from zoomiqa_jax.inference.protocol import PROTOCOLS, Protocol, make_protocol
+from zoomiqa_jax.inference.rounds import ImageItem, encode_images
+from zoomiqa_jax.inference.zoom import run_zoomiqa
+from zoomiqa_jax.processing.answers import STAGE1_SECTIONS, STAGE2_SECTIONS, round_layout_problem
+from zoomiqa_jax.processing.crop import crop_and_zoom, crop_box
+from zoomiqa_jax.processing.official import OFFICIAL_CROP_LABEL, central_fallback_box, stage2_crop
+from zoomiqa_jax.processing.prompts import DEFAULT_PROMPTS
+from zoomiqa_jax.processing.tokenizer import TINY_TOKENIZER_DIR, load_tokenizer
+from zoomiqa_jax.score import PROTOCOL_CHOICES
+from zoomiqa_jax.train.grpo_config import load_grpo_config
+from zoomiqa_jax.train.grpo_loop import compute_rewards
+
+META = {"mos": 3.0, "distortion_class": None, "severity": None}
+TINY_GRPO = Path(__file__).resolve().parents[2] / "configs" / "grpo_tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer(TINY_TOKENIZER_DIR)
+
+
+@pytest.fixture(scope="module")
+def stub():
+    return SimpleNamespace(config=CFG)
+
+
+def run(stub, tok, protocol, stage1, stage2=None, *, max_turns=2, size=(84, 56)):
+    items = [ImageItem(f"img{i}.png", image(*size, seed=i % 3), index=i) for i in range(len(stage1))]
+    return run_zoomiqa(stub, tok, items, SETTINGS, max_turns=max_turns, protocol=protocol,
+                       stage1_generate_fn=Scripted(tok, stage1), generate_fn=Scripted(tok, stage2 or []))
+
+
+def test_protocols_by_name():
+    assert PROTOCOLS == PROTOCOL_CHOICES == ("official", "strict")
+    assert make_protocol("strict").prompts == DEFAULT_PROMPTS
+    official = make_protocol("official").prompts
+    assert (official.zoomiqa_original_label, official.zoomiqa_crop_label) == ("Original image: ", "Cropped Image: ")
+    assert official.zoomiqa_stage1 == DEFAULT_PROMPTS.zoomiqa_stage1
+    with pytest.raises(ValueError, match="protocol: expected one of \\['official', 'strict'\\], found 'authors'"):
+        make_protocol("authors")
+
+
+def test_prompt_file_overrides_the_official_labels(tmp_path):
+    file = tmp_path / "p.yaml"
+    file.write_text('zoomiqa_crop_label: "Zoomed: "\n')
+    prompts = make_protocol("official", file).prompts
+    assert (prompts.zoomiqa_original_label, prompts.zoomiqa_crop_label) == ("Original image: ", "Zoomed: ")
+
+
+def test_official_all_zero_strings_crop_the_central_fallback_without_upscaling(tok, stub):
+    # routing: ["0", "0", "0", "0"] is not == 0, so a crop runs; stage2_box: float() makes them all zero -> fallback
+    stage1 = reply(STAGE1_SECTIONS, '{"bbox_2d": ["0", "0", "0", "0"], "rating": 3.0, "tool": "crop"}')
+    official, strict = (run(stub, tok, make_protocol(n), [stage1], [STAGE2])[0] for n in ("official", "strict"))
+    assert len(official.rounds) == 2 and official.rating == 1.5
+    assert official.rounds[0].bbox_pixels == list(central_fallback_box(84, 56)) == [21, 14, 63, 42]
+    assert official.rounds[0].crop_adjustments == ["central fallback"]
+    # the crop is 42 x 28 (not upscaled to 84 x 56): its grid is that of the bare region
+    region = image(84, 56, seed=0).crop((21, 14, 63, 42))
+    assert official.rounds[1].image_grids[1] == [int(v) for v in encode_images([region], SETTINGS).grids[0]]
+    assert OFFICIAL_CROP_LABEL in official.rounds[1].prompt_text
+    # strict: a zero box asks for no crop, the stage-1 rating stays
+    assert len(strict.rounds) == 1 and strict.rating == 3.0 and strict.routing_warnings == ["crop_with_zero_box"]
+    assert "Cropped image: " not in official.rounds[1].prompt_text
+
+
+@pytest.mark.parametrize(
+    "payload, rounds, rating, invalid, warning",
+    [
+        ('{"rating": 3.0, "tool": "crop"}', 1, 3.0, None, "invalid_bbox"),  # no box: one round, still rated
+        ('{"bbox_2d": [0.1, 0.2, 0.5, 0.6], "tool": "crop"}', 1, None, "invalid_rating", "invalid_rating"),
+        ('{"bbox_2d": [0.1, 0.2, 0.5, 0.6], "rating": 3.0, "tool": "Final"}', 2, 1.5, None, None),
+        ('{"bbox_2d": [0.1, 0.2, 0.5, 0.6], "rating": 3.0, "tool": "final"}', 1, 3.0, None, None),
+        ('{"bbox_2d": [0, 0, 0, 0], "rating": true, "tool": "final"}', 1, 1.0, None, None),
+        ('{"bbox_2d": [0, 0, 0, 0], "rating": "1_0", "tool": "final"}', 1, 5.0, None, None),
+        ('```json\n{"bbox_2d": [0, 0, 0, 0], "rating": 3.0, "tool": "final"}\n```', 1, None, "missing_answer",
+         "missing_answer"),
+    ],
+)
+def test_official_routing_in_the_loop(tok, stub, payload, rounds, rating, invalid, warning):
+    traj = run(stub, tok, make_protocol("official"), [reply(STAGE1_SECTIONS, payload)], [STAGE2])[0]
+    assert (len(traj.rounds), traj.rating, traj.invalid) == (rounds, rating, invalid)
+    assert traj.routing_warnings == ([warning] if warning else [])
+
+
+def test_official_crop_is_its_geometry_and_the_rollout_re_renders_it(tok, stub):
+    # a thin image where the two geometries differ (tests/processing/test_official.py pins the pixels)
+    traj = run(stub, tok, make_protocol("official"), [CROP], [STAGE2], size=(3000, 40))[0]
+    box = [0.1, 0.1, 0.5, 0.6]
+    crop, placed = stage2_crop(image(3000, 40, seed=0), box)
+    assert traj.rounds[0].bbox_pixels == list(placed.pixel)
+    protocol = Protocol("official")
+    cut = protocol.cut(image(3000, 40, seed=0), protocol.requested_box(traj.rounds[0].answer))
+    assert list(cut.pixel) == list(placed.pixel) and cut.image.size == crop.size
+    assert np.array_equal(np.asarray(cut.image), np.asarray(crop))
+    strict = Protocol("strict").cut(image(3000, 40, seed=0), box)
+    assert strict.pixel == crop_box(box, 3000, 40).pixel
+    assert strict.image.size == crop_and_zoom(image(3000, 40, seed=0), crop_box(box, 3000, 40)).size
+
+
+def test_strict_protocol_is_the_default_of_the_library_loop(tok, stub):
+    default = run_zoomiqa(stub, tok, [ImageItem("img0.png", image(), index=0)], SETTINGS,
+                          stage1_generate_fn=Scripted(tok, [CROP]), generate_fn=Scripted(tok, [STAGE2]))[0]
+    strict = run(stub, tok, Protocol("strict"), [CROP], [STAGE2])[0]
+    assert default.to_dict() == strict.to_dict()
+
+
+# ---- must-show 3: one parser for the GRPO format reward and zoomiqa eval ----
+
+def _agreement(stub, tok, name):
+    protocol = make_protocol(name)
+    cfg = load_grpo_config(TINY_GRPO, [f"rollout.protocol={name}"])
+    first = corpus(STAGE1_SECTIONS)
+    second = corpus(STAGE2_SECTIONS)
+    # A: each reply as the only round (eval --max-turns 1); B: a crop request, then each reply as stage 2
+    one = run(stub, tok, protocol, [r for _, r in first], max_turns=1)
+    two = run(stub, tok, protocol, [CROP] * len(second), [r for _, r in second])
+    assert all(len(t.rounds) == 2 for t in two)
+    rows = []
+    for (name_, text), traj in [*zip(first, one), *zip(second, two)]:
+        fmt = compute_rewards(cfg, [traj], [SimpleNamespace(mos=3.0)], ["score"], 1)["format"][0, 0]
+        valid = _prediction(traj, "d", name_, 0, META, "h")["pred"] is not None  # what eval counts
+        reward_valid = protocol.answer_valid(protocol.parse(text))  # what the format reward reads
+        layout_ok = round_layout_problem(text, STAGE1_SECTIONS if len(traj.rounds) == 1 else STAGE2_SECTIONS) is None
+        rows.append((name_, text, traj, fmt, valid, reward_valid, layout_ok))
+    return protocol, rows
+
+
+def test_format_reward_and_eval_agree_on_validity_official(stub, tok):
+    protocol, rows = _agreement(stub, tok, "official")
+    assert len(rows) == 2 * 7 * len(PAYLOADS)
+    for name, text, traj, fmt, valid, reward_valid, layout_ok in rows:
+        assert reward_valid == valid, f"{name}: reward reads {reward_valid}, eval counts {valid}: {text!r}"
+        assert fmt <= valid, f"{name}: format reward 1 for a reply eval counts invalid"
+        routed = len(traj.rounds) == 2 or not protocol.parse(text).requests_crop
+        if layout_ok and routed:
+            assert fmt == valid, f"{name}: well laid out and routed, format {fmt} but eval valid {valid}"
+    # the corpus reaches both sides of the rule
+    assert {(bool(r[3]), r[4]) for r in rows} == {(True, True), (False, True), (False, False)}
+
+
+def test_format_reward_implies_validity_strict(stub, tok):
+    # strict keeps today's format rule: stricter than its eval (lenient JSON, an out-of-range rating and
+    # a zero crop box get format 0 but a rating), never looser
+    protocol, rows = _agreement(stub, tok, "strict")
+    for name, text, _traj, fmt, valid, reward_valid, _ in rows:
+        assert reward_valid == valid, f"{name}: {text!r}"
+        assert fmt <= valid, f"{name}: format reward 1 for a reply eval counts invalid"
+    assert np.mean([r[3] for r in rows]) < np.mean([r[4] for r in rows])
