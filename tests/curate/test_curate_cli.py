@@ -14,18 +14,13 @@ import sys
 import threading
 
 import pytest
-from flax import nnx
 
 from tests.curate.chat_stub import ChatStub, text_of
 from tests.test_cli_startup import _probe
 from tests.train.kill_resume import REPO, cpu_env
-from zoomiqa_jax.checkpoint.hf import save_hf
-from zoomiqa_jax.config import ModelConfig
 from zoomiqa_jax.curate.cli import curate_main
 from zoomiqa_jax.curate.filters import AnswerReadout, vrf_decision
 from zoomiqa_jax.data.trajectories import build_demo_set
-from zoomiqa_jax.model import Qwen25VL
-from zoomiqa_jax.processing.tokenizer import TINY_TOKENIZER_DIR
 from zoomiqa_jax.train.sft_data import load_sft_jsonl
 
 PROMPTS = REPO / "zoomiqa_jax" / "assets" / "demo_prompts.yaml"
@@ -40,7 +35,7 @@ def rater_rule(body: dict) -> str:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(tmp_path_factory, tiny_checkpoint):
     root = tmp_path_factory.mktemp("curate")
     build_demo_set(root / "set", N, seed=5, crop_fraction=0.5, image_size=56, style="compact")
     lines = (root / "set" / "trajectories.jsonl").read_text().splitlines()
@@ -49,8 +44,7 @@ def demo(tmp_path_factory):
     records[crops[0]]["turns"][0]["text"] = "<think>no answer here</think>"  # -> a format reject
     missing = records.pop(crops[1])["id"]  # -> a teacher reject (no reply for this label)
     (root / "teacher.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    model = Qwen25VL(ModelConfig.tiny(), rngs=nnx.Rngs(0))
-    ckpt = save_hf(model, root / "tiny", tokenizer_dir=TINY_TOKENIZER_DIR)
+    ckpt = tiny_checkpoint
     return {"root": root, "labels": root / "set" / "degraded" / "labels.jsonl", "teacher": root / "teacher.jsonl",
             "ckpt": ckpt, "missing": missing}
 
@@ -63,17 +57,29 @@ def argv(demo, out, rater_url):
 
 
 @pytest.fixture(scope="module")
-def curated(demo):
+def rater():
+    """One stub rater for the module (its URL is part of the run config, so runs compared byte for byte share
+    it); `rater.rule` answers each request."""
+    holder = {}
+    with ChatStub(lambda body: holder["stub"].rule(body)) as stub:
+        holder["stub"] = stub
+        stub.rule = rater_rule
+        yield stub
+
+
+@pytest.fixture(scope="module")
+def curated(demo, rater):
     out = demo["root"] / "run"
-    with ChatStub(rater_rule) as stub:
-        stdout = io.StringIO()
-        assert curate_main(argv(demo, out, stub.url), out=stdout, err=io.StringIO()) == 0
-        again = io.StringIO()
-        before = {name: (out / name).read_bytes() for name in OUTPUTS}
-        assert curate_main(argv(demo, out, stub.url), out=again, err=io.StringIO()) == 0
+    calls = len(rater.requests)
+    stdout = io.StringIO()
+    assert curate_main(argv(demo, out, rater.url), out=stdout, err=io.StringIO()) == 0
+    calls = len(rater.requests) - calls
+    again = io.StringIO()
+    before = {name: (out / name).read_bytes() for name in OUTPUTS}
+    assert curate_main(argv(demo, out, rater.url), out=again, err=io.StringIO()) == 0
     assert f"resuming: {N} of {N} labels already curated" in again.getvalue()
     assert {name: (out / name).read_bytes() for name in OUTPUTS} == before
-    return out, stdout.getvalue(), len(stub.requests)
+    return out, stdout.getvalue(), calls
 
 
 def test_counts_add_up_and_each_decision_follows_its_rule(curated, demo):
@@ -102,25 +108,25 @@ def test_counts_add_up_and_each_decision_follows_its_rule(curated, demo):
 
 
 @pytest.mark.slow
-def test_sigkill_while_rating_then_resume_gives_the_same_files(demo, tmp_path):
+def test_sigkill_while_rating_then_resume_gives_the_same_files(demo, rater, curated, tmp_path):
+    """The killed and resumed run (subprocesses) ends with the files of the straight run (`curated`, in this
+    process: the same program, so the same numbers)."""
+    straight, _, _ = curated
     env = cpu_env(compile_cache=tmp_path / "jax_cache")
     gate, waiting = threading.Event(), threading.Event()
+    start = len(rater.requests)
 
     def blocking_rule(body):
-        if len(stub.requests) == 2 and not gate.is_set():  # the second rater call of the killed run hangs
+        if len(rater.requests) - start == 2 and not gate.is_set():  # the killed run's second rater call hangs
             waiting.set()
             gate.wait(120)
         return rater_rule(body)
 
     cmd = [sys.executable, "-m", "zoomiqa_jax.cli", "curate"]
-    with ChatStub(blocking_rule) as stub:
-        gate.set()
-        straight = tmp_path / "straight"
-        subprocess.run(cmd + argv(demo, straight, stub.url), cwd=REPO, env=env, check=True, capture_output=True)
-        stub.requests.clear()
-        gate.clear()
-        killed = tmp_path / "killed"
-        proc = subprocess.Popen(cmd + argv(demo, killed, stub.url), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+    killed = demo["root"] / "killed"  # beside `straight`: the records' relative image paths are the same
+    rater.rule = blocking_rule
+    try:
+        proc = subprocess.Popen(cmd + argv(demo, killed, rater.url), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         try:
             assert waiting.wait(300), "the run never reached its second rater call"
@@ -133,8 +139,10 @@ def test_sigkill_while_rating_then_resume_gives_the_same_files(demo, tmp_path):
         assert 0 < len(lines) < N and not (killed / "curated.jsonl").exists()
         with open(killed / "predictions.jsonl", "a") as f:  # what a kill in the middle of a write leaves
             f.write(lines[-1][: len(lines[-1]) // 2])
-        resumed = subprocess.run(cmd + argv(demo, killed, stub.url), cwd=REPO, env=env, check=True,
+        resumed = subprocess.run(cmd + argv(demo, killed, rater.url), cwd=REPO, env=env, check=True,
                                  capture_output=True, text=True)
+    finally:
+        rater.rule = rater_rule
     assert re.search(rf"resuming: {len(lines)} of {N} labels already curated", resumed.stdout), resumed.stdout
     for name in OUTPUTS:
         assert (killed / name).read_bytes() == (straight / name).read_bytes(), name

@@ -6,33 +6,27 @@ import io
 
 import numpy as np
 import pytest
-from flax import nnx
 from PIL import Image
 
 from tests.inference.test_zoom import CROP, FINAL, STAGE2, Scripted
-from zoomiqa_jax.checkpoint.hf import save_hf
-from zoomiqa_jax.config import ModelConfig
 from zoomiqa_jax.inference import engine
-from zoomiqa_jax.model import Qwen25VL
-from zoomiqa_jax.processing.tokenizer import TINY_TOKENIZER_DIR, load_tokenizer
 from zoomiqa_jax.score import score_main
 
 FAST = ["--max-new-tokens", "8", "--dtype", "float32", "--batch-size", "4", "--quiet"]
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    model = Qwen25VL(ModelConfig.tiny(), rngs=nnx.Rngs(0))
-    return str(save_hf(model, tmp_path_factory.mktemp("ckpt") / "tiny", tokenizer_dir=TINY_TOKENIZER_DIR))
+def checkpoint(tiny_checkpoint):
+    return str(tiny_checkpoint)
 
 
-def test_guidance_file_holds_each_images_directions(checkpoint, tmp_path, monkeypatch):
+def test_guidance_file_holds_each_images_directions(checkpoint, tiny_tokenizer, tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     paths = []
     for name in ("a_crop.png", "b_final.png", "c_none.png"):
         Image.fromarray(rng.integers(0, 255, (56, 84, 3), dtype=np.uint8)).save(tmp_path / name)
         paths.append(str(tmp_path / name))
-    tok = load_tokenizer(TINY_TOKENIZER_DIR)
+    tok = tiny_tokenizer
     # the question is drawn per image; the script answers by the round instead: image a crops, b is final, c
     # has no labelled sections
     seen = []

@@ -20,7 +20,6 @@ from zoomiqa_jax.curate.report import counts
 from zoomiqa_jax.curate.teacher import TeacherReply
 from zoomiqa_jax.inference.rounds import SamplingSettings
 from zoomiqa_jax.processing.answers import STAGE1_SECTIONS
-from zoomiqa_jax.processing.tokenizer import TINY_TOKENIZER_DIR, load_tokenizer
 from zoomiqa_jax.train.sft_data import load_sft_jsonl
 
 
@@ -60,7 +59,7 @@ class ScriptedTeacher:
 
 
 @pytest.fixture()
-def setup(tmp_path, monkeypatch):
+def setup(tmp_path, monkeypatch, tiny_tokenizer):
     rng = np.random.default_rng(0)
     names = [*CASES, "broken_format", "teacher_error", "unreadable"]
     with open(tmp_path / "labels.jsonl", "w") as f:
@@ -79,7 +78,7 @@ def setup(tmp_path, monkeypatch):
         return CASES[name][0], CASES[name][1]
 
     monkeypatch.setattr(vrf_readout, "vrf_readouts", scripted_readouts)
-    tok = load_tokenizer(TINY_TOKENIZER_DIR)
+    tok = tiny_tokenizer
 
     def rater_pick(prompt_text):
         if "<|im_start|>" not in prompt_text:  # a one-token filler row of a padded batch

@@ -14,9 +14,9 @@ from zoomiqa_jax.config import ModelConfig
 from zoomiqa_jax.curate import vrf_readout
 from zoomiqa_jax.curate.vrf_readout import DIGITS, answer_tokens, vrf_readouts
 from zoomiqa_jax.inference.rounds import SamplingSettings, encode_images, render_prompt
-from zoomiqa_jax.model import Qwen25VL
+from zoomiqa_jax.model import prepare_inputs
 from zoomiqa_jax.processing.prompts import zoomiqa_stage1_messages
-from zoomiqa_jax.processing.tokenizer import TINY_TOKENIZER_DIR, load_tokenizer, token_ids_of
+from zoomiqa_jax.processing.tokenizer import token_ids_of
 
 ANSWER = '<answer>{"bbox_2d": [0.1, 0.25, 0.5, 1], "rating": 3.25, "tool": "crop"}</answer>'
 TURN = "<think>\n1) Image Quality Summary: soft.\n</think>\n" + ANSWER
@@ -24,8 +24,8 @@ SETTINGS = SamplingSettings(max_pixels=56 * 56, min_pixels=28 * 28)
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer(TINY_TOKENIZER_DIR)
+def tok(tiny_tokenizer):
+    return tiny_tokenizer
 
 
 def test_answer_tokens_put_each_digit_in_its_own_token(tok):
@@ -65,8 +65,14 @@ def test_scripted_logits_give_the_documented_expectations(tok, monkeypatch):
     assert text_only == with_image  # the scripted model ignores its input
 
 
-def test_tiny_model_readout_matches_a_direct_forward(tok):
-    model = Qwen25VL(ModelConfig.tiny(), rngs=nnx.Rngs(0))
+@nnx.jit
+def _full_forward(model, ids, pixels, position_ids, meta):
+    """The model's own forward (every position projected to the vocabulary), unpadded."""
+    return model(ids, None, pixels, position_ids=position_ids, vision_meta=meta)
+
+
+def test_tiny_model_readout_matches_a_direct_forward(tok, tiny_model):
+    model = tiny_model
     img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (56, 84, 3), dtype=np.uint8))
     with_image, text_only = vrf_readouts(model, tok, img, "How good?", TURN, SETTINGS)
     layout = answer_tokens(tok, ANSWER)
@@ -78,8 +84,10 @@ def test_tiny_model_readout_matches_a_direct_forward(tok):
         msgs = messages if images else [{**messages[0], "content": [messages[0]["content"][0]]}]
         prompt = render_prompt(tok, msgs, images, 2) + rationale
         ids = np.asarray([prompt + layout.ids], np.int32)
-        logits = np.asarray(model(jnp.asarray(ids), None, None if images is None else jnp.asarray(images.pixel_values),
-                                  None if images is None else images.grids), np.float64)[0]
+        prep = prepare_inputs(model.config, ids, None, None if images is None else images.grids)
+        logits = np.asarray(_full_forward(model, jnp.asarray(ids), None if images is None else
+                                          jnp.asarray(images.pixel_values), jnp.asarray(prep["position_ids"]),
+                                          prep["vision_meta"]), np.float64)[0]
         logits = logits[len(prompt) - 1 : len(prompt) - 1 + len(layout.ids)]
         p = np.exp(logits - logits.max(-1, keepdims=True))
         p /= p.sum(-1, keepdims=True)
