@@ -1,7 +1,8 @@
 """`zoomiqa curate` end to end on the demo's synthetic images with the tiny random model (issue 19, must-show 2
 and 3): the counts add up and every recorded decision follows its rule; a rerun finds everything done; a run
 SIGKILLed while waiting on the rater resumes to the same files as a straight run; `zoomiqa train sft` trains on
-curated.jsonl as written; the local-checkpoint teacher runs through the same command; --help imports no jax."""
+curated.jsonl as written; an interrupt exits 130 keeping the finished candidates; the local-checkpoint teacher runs
+through the same command; --help imports no jax."""
 
 from __future__ import annotations
 
@@ -162,6 +163,29 @@ def test_train_sft_runs_on_the_curated_file(curated, tmp_path):
     steps = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [s["step"] for s in steps if "event" not in s] == [1, 2]
     assert (run / "checkpoints" / "2").is_dir()
+
+
+def test_interrupt_keeps_the_finished_exits_130_and_resumes(demo, rater, tmp_path, monkeypatch):
+    from zoomiqa_jax.curate import pipeline
+
+    real, calls = pipeline.Curator.run, []
+
+    def run_then_interrupt(self, items):  # SIGTERM arrives (as KeyboardInterrupt) during the second batch
+        if calls:
+            raise KeyboardInterrupt("SIGTERM")
+        calls.append(len(items))
+        return real(self, items)
+
+    monkeypatch.setattr(pipeline.Curator, "run", run_then_interrupt)
+    out, err = tmp_path / "interrupted", io.StringIO()
+    assert curate_main(argv(demo, out, rater.url), out=io.StringIO(), err=err) == 130
+    assert f"interrupted (SIGTERM): 1 curated label(s) kept in {out}; the same command resumes" in err.getvalue()
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 1 and not (out / "curated.jsonl").exists()
+    monkeypatch.undo()
+    again = io.StringIO()
+    assert curate_main(argv(demo, out, rater.url), out=again, err=io.StringIO()) == 0
+    assert f"resuming: 1 of {N} labels already curated" in again.getvalue()
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == N
 
 
 def test_local_checkpoint_teacher_runs_through_the_command(demo, tmp_path):

@@ -21,7 +21,8 @@ Files in --out:
 
 Models: the reader defaults to the teacher checkpoint, the rater to the reader. A checkpoint named twice is
 loaded once. Exit status: 0 when every label has an outcome, 2 for a bad path, flag, label file or checkpoint,
-or an --out written under another config.
+or an --out written under another config, 130 when interrupted (SIGINT / SIGTERM: the finished candidates are
+kept and the same command resumes).
 """
 
 from __future__ import annotations
@@ -264,15 +265,22 @@ def curate_main(argv: Sequence[str] | None = None, out: TextIO | None = None, er
         except (ValueError, OSError) as e:
             print(f"error: {e}", file=err)
             return 2
-        with open(predictions_file(store), "a", encoding="utf-8") as sink, \
-                tqdm(total=len(todo), desc="curating", unit="image", disable=args.no_progress, file=err) as bar:
-            for start in range(0, len(todo), args.batch_size):
-                for row in curator.run(todo[start : start + args.batch_size]):
-                    row = {"config_hash": digest, "dataset": "curate", **row}
-                    sink.write(json.dumps(row) + "\n")
-                    sink.flush()
-                    finished[row["key"]] = row
-                    bar.update()
+        from zoomiqa_jax.train.preemption import sigterm_raises_interrupt
+
+        try:  # SIGINT / SIGTERM: the finished candidates stay (one flushed line each) for the resume
+            with sigterm_raises_interrupt(), open(predictions_file(store), "a", encoding="utf-8") as sink, \
+                    tqdm(total=len(todo), desc="curating", unit="image", disable=args.no_progress, file=err) as bar:
+                for start in range(0, len(todo), args.batch_size):
+                    for row in curator.run(todo[start : start + args.batch_size]):
+                        row = {"config_hash": digest, "dataset": "curate", **row}
+                        sink.write(json.dumps(row) + "\n")
+                        sink.flush()
+                        finished[row["key"]] = row
+                        bar.update()
+        except KeyboardInterrupt as e:
+            print(f"interrupted ({e or 'SIGINT'}): {len(finished)} curated label(s) kept in {store}; the same "
+                  "command resumes the rest", file=err)
+            return 130
     rows = [finished[item.id] for item in items]
     summary = write_outputs(store, rows)
     c = summary["counts"]
