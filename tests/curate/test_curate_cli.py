@@ -188,6 +188,30 @@ def test_interrupt_keeps_the_finished_exits_130_and_resumes(demo, rater, tmp_pat
     assert len((out / "predictions.jsonl").read_text().splitlines()) == N
 
 
+def test_another_config_is_refused_before_any_model_loads(curated, demo, rater, monkeypatch):
+    out, _, _ = curated
+    from zoomiqa_jax.curate import cli
+
+    monkeypatch.setattr(cli, "build_curator", lambda *a: pytest.fail("a model loaded for a refused run"))
+    err = io.StringIO()
+    args = argv(demo, out, rater.url)
+    args[args.index("--vrf-entropy") + 1] = "0.02"
+    assert curate_main(args, out=io.StringIO(), err=err) == 2
+    assert "refusing to mix them" in err.getvalue() and "thresholds" in err.getvalue()
+
+
+def test_bad_labels_name_the_line_and_field(tmp_path):
+    from zoomiqa_jax.curate.pipeline import read_labels
+
+    cases = {'{"image": "a.png"}': "labels.jsonl:1: field 'mos'", '{"mos": 3}': "labels.jsonl:1: field 'image'",
+             '{"image": "a.png", "mos": 3}\n{"image": "b/a.png", "mos": 2}': "labels.jsonl:2: id 'a' repeats",
+             "not json": "labels.jsonl:1: not valid JSON"}
+    for text, message in cases.items():
+        (tmp_path / "labels.jsonl").write_text(text + "\n")
+        with pytest.raises(ValueError, match=re.escape(message)):
+            read_labels(tmp_path / "labels.jsonl")
+
+
 def test_local_checkpoint_teacher_runs_through_the_command(demo, tmp_path):
     out = tmp_path / "local"
     stdout = io.StringIO()
