@@ -39,7 +39,7 @@ from flax import nnx
 from PIL import Image
 
 from zoomiqa_jax.curate.filters import AnswerReadout, mean_token_entropy
-from zoomiqa_jax.inference.engine import Buckets
+from zoomiqa_jax.inference.engine import Buckets, pad_vision_meta
 from zoomiqa_jax.inference.rounds import SamplingSettings, encode_images, render_prompt
 from zoomiqa_jax.model import causal_mask, prepare_inputs
 from zoomiqa_jax.processing.prompts import DEFAULT_PROMPTS, PromptSet, zoomiqa_stage1_messages
@@ -132,10 +132,17 @@ def readout(model: Any, tokenizer: Any, prompt_ids: Sequence[int], answer: Answe
     k = len(answer.ids)
     where = np.arange(len(prompt_ids) - 1, len(prompt_ids) - 1 + k)  # logits at t-1 predict answer token t
     where = np.concatenate([where, np.full(Buckets.pick(k, ANSWER_BUCKETS) - k, where[-1])])
-    meta = None if prep["vision_meta"] is None else jax.tree.map(jnp.asarray, prep["vision_meta"])
-    logits = _logits_at(model, jnp.asarray(ids), jnp.asarray(mask),
-                        None if images is None else jnp.asarray(images.pixel_values),
-                        jnp.asarray(prep["position_ids"]), meta, jnp.asarray(where, jnp.int32))
+    pixels = meta = None
+    if images is not None:  # patches padded to a bucket as the engine pads them: one program per bucket
+        pv = images.pixel_values
+        n = Buckets.pick(len(pv), buckets.patch_counts)
+        pixels = jnp.asarray(np.concatenate([pv, np.zeros((n - len(pv), pv.shape[1]), pv.dtype)]))
+        chunk = Buckets.pick(int(np.prod(grid, axis=-1).max()), buckets.patch_counts)
+        padded = pad_vision_meta(prep["vision_meta"], n, model.config.vision.merge_unit,
+                                 full_chunk=chunk if n > 3 * chunk else None)
+        meta = jax.tree.map(jnp.asarray, padded)
+    logits = _logits_at(model, jnp.asarray(ids), jnp.asarray(mask), pixels, jnp.asarray(prep["position_ids"]), meta,
+                        jnp.asarray(where, jnp.int32))
     probs = _softmax64(np.asarray(logits)[:k])  # [k, vocab]
     values: dict[tuple[str, int], float] = {}
     for field, index, exponent, offset in answer.digits:
