@@ -135,3 +135,26 @@ def test_skipped_filters_keep_everything_that_parses(setup):
     rows = curator.run(items)
     kept = [r["key"] for r in rows if r["stage"] == "kept"]
     assert kept == list(CASES) and all("vrf" not in r and "hacf" not in r for r in rows)
+
+
+def test_local_teacher_crop_becomes_a_two_turn_sft_record(tmp_path, tiny_tokenizer):
+    from tests.inference.test_zoom import CROP, STAGE2
+    from zoomiqa_jax.curate.teacher import LocalTeacher, sft_record
+    from zoomiqa_jax.inference.rounds import ImageItem
+    from zoomiqa_jax.train.sft_data import parse_record
+
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (84, 112, 3), dtype=np.uint8)).save(image)
+    pick = lambda p: "" if "<|im_start|>" not in p else STAGE2 if p.count("<|vision_start|>") == 2 else CROP  # noqa: E731
+    settings = SamplingSettings(max_new_tokens=8, max_pixels=112 * 84)
+    teacher = LocalTeacher(SimpleNamespace(config=CFG), tiny_tokenizer, settings,
+                           generate_fn=Scripted(tiny_tokenizer, pick=pick))
+    (reply,) = teacher.write([ImageItem(str(image), Image.open(image).convert("RGB"), index=0)])
+    (tmp_path / "out").mkdir()
+    assert reply.texts == (CROP, STAGE2) and reply.error is None and reply.question
+    record, problem = sft_record(reply, record_id="a", image=image, mos=2.0, out_dir=tmp_path / "out")
+    assert problem is None and record["image"] == "../a.png" and record["question"] == reply.question
+    assert record["turns"][0]["bbox"] == [0.1, 0.1, 0.5, 0.6] and "bbox" not in record["turns"][1]
+    assert parse_record(record, base_dir=tmp_path / "out").crops
+    bad, why = sft_record(reply, record_id="a", image=image, mos=7.0, out_dir=tmp_path / "out")
+    assert bad is None and "'mos'" in why

@@ -114,7 +114,8 @@ class Curator:
     thresholds: Thresholds = field(default_factory=Thresholds)
 
     def run(self, items: Sequence[CurateItem]) -> list[dict[str, Any]]:
-        """One row per item, in order (module docstring)."""
+        """One row per item, in order (module docstring). Creates `out_dir` (record image paths are relative to it)."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         rows: dict[int, dict[str, Any]] = {}
         loaded: list[tuple[CurateItem, ImageItem]] = []
         for item in items:

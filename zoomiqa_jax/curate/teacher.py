@@ -151,8 +151,8 @@ def sft_record(
 ) -> tuple[dict[str, Any] | None, str | None]:
     """The teacher's reply as an SFT trajectory record (`train.sft_data` format), or (None, why not).
 
-    `image` is written relative to `out_dir` (where the curated JSONL lives); a two-turn reply's first turn
-    carries its answer's `bbox_2d` as the record's `bbox`. The record is validated by `sft_data.parse_record`
+    `image` is written relative to `out_dir` (where the curated JSONL lives; it must exist); a two-turn reply's
+    first turn carries its answer's `bbox_2d` as the record's `bbox`. The record is validated by `sft_data.parse_record`
     (format of every turn, box, MOS range, image exists), so what is returned trains without conversion.
     """
     if reply.error is not None:
