@@ -200,14 +200,16 @@ def _setup(args: argparse.Namespace, err: TextIO) -> tuple[Any, Any, Any, Any] |
     return model, tokenizer, settings, prompts
 
 
-def _load_items(files: Sequence[Path], start: int = 0) -> Iterator[tuple[Path, Any]]:
-    """(path, ImageItem or the load error message) per file."""
+def _load_items(files: Sequence[Path], start: int = 0, protocol: Any = None) -> Iterator[tuple[Path, Any]]:
+    """(path, ImageItem or the load error message) per file, loaded as `protocol` loads images (None: RGB,
+    EXIF-transposed, `processing.image.load_image`)."""
     from zoomiqa_jax.inference.rounds import ImageItem
     from zoomiqa_jax.processing.image import ImageLoadError, load_image
 
+    load = load_image if protocol is None else protocol.load_image
     for i, f in enumerate(files, start):
         try:
-            yield f, ImageItem(str(f), load_image(f), index=i)
+            yield f, ImageItem(str(f), load(f), index=i)
         except ImageLoadError as e:
             yield f, str(e)
 
@@ -250,7 +252,7 @@ def score_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err
     try:
         with tqdm(total=len(files), desc="scoring", unit="image", disable=not folder, file=err) as bar:
             batch: list = []
-            for k, (path, item) in enumerate(_load_items(files)):
+            for k, (path, item) in enumerate(_load_items(files, protocol=protocol if task == "zoomiqa" else None)):
                 if isinstance(item, str):
                     unreadable.append(path)
                     bar.write(f"skipped {path}: {item}", file=err)

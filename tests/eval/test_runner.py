@@ -220,3 +220,33 @@ def test_sigterm_keeps_finished_predictions_and_writes_no_report(
     assert "interrupted (SIGTERM): 4 finished prediction(s) kept" in err.getvalue()
     assert len(_predictions(out)) == 4 and not (out / "metrics.json").exists()  # batch 1 (4 images), no report
     assert not (out / "report.md").exists() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_protocol_flag_draws_questions_and_is_part_of_the_config(
+    workspace: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from zoomiqa_jax.inference import zoom
+    from zoomiqa_jax.inference.protocol import make_protocol
+
+    seen: dict[str, list] = {}
+    real = zoom.run_zoomiqa
+
+    def wrapper(model, tokenizer, items, *args, protocol=None, **kwargs):  # noqa: ANN001, ANN202
+        seen.setdefault(protocol.name, []).extend((item.index, item.question) for item in items)
+        return real(model, tokenizer, items, *args, protocol=protocol, **kwargs)
+
+    monkeypatch.setattr(zoom, "run_zoomiqa", wrapper)
+    hashes = {}
+    for name in ("official", "strict"):
+        out = tmp_path / name
+        assert runner.eval_main(_argv(workspace, out, "--limit", "4", "--protocol", name)) == 0
+        config = json.loads((out / "run_config.json").read_text())
+        hashes[name] = config["hash"] if "hash" in config else json.dumps(config, sort_keys=True)
+        assert name in json.dumps(config)
+    official = make_protocol("official")
+    # the records have no question of their own: official gives the authors' Random(42) draw by position,
+    # strict leaves the question to its per-image draw inside the loop
+    assert seen["official"] == [(i, official.question_for(i, 0)) for i, _ in seen["official"]]
+    assert all(question is None for _, question in seen["strict"])
+    assert hashes["official"] != hashes["strict"]
+    assert runner.eval_main(_argv(workspace, tmp_path / "official", "--limit", "4", "--protocol", "strict")) == 2

@@ -159,3 +159,49 @@ def test_format_reward_implies_validity_strict(stub, tok):
         assert reward_valid == valid, f"{name}: {text!r}"
         assert fmt <= valid, f"{name}: format reward 1 for a reply eval counts invalid"
     assert np.mean([r[3] for r in rows]) < np.mean([r[4] for r in rows])
+
+
+# ---- issue 18 items 2, 8, 9 through the protocol (processing/official_inputs.py) ----
+
+def test_official_question_draw_is_the_authors_sequence():
+    from zoomiqa_jax.processing.official_inputs import draw_questions
+
+    official, strict = make_protocol("official"), make_protocol("strict")
+    pool = official.prompts.zoomiqa_questions
+    theirs = [q.stage1 for q in draw_questions([{}] * 40, pool)]
+    assert [official.question_for(i, seed=7) for i in range(40)] == theirs  # the seed flag does not enter
+    assert official.question_for(3, 0, "own?") == "own?"
+    # a record with its own question draws nothing: the next record takes the draw it would have taken
+    drawn = official.draw_questions([None, "Is it sharp?", None])
+    assert drawn == [(theirs[0], theirs[0]), ("Is it sharp?", "Is it sharp?"), (theirs[1], theirs[1])]
+    with pytest.raises(ValueError, match="only the official protocol"):
+        strict.draw_questions([None])
+
+
+def test_official_loads_the_file_as_it_is(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "p.png"
+    Image.new("P", (30, 20), 3).save(path)
+    rotated = tmp_path / "r.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    Image.new("RGB", (40, 20), (200, 10, 10)).save(rotated, exif=exif)
+    official, strict = make_protocol("official"), make_protocol("strict")
+    assert official.load_image(path).mode == "P" and strict.load_image(path).mode == "RGB"
+    assert official.load_image(rotated).size == (40, 20) and strict.load_image(rotated).size == (20, 40)
+
+
+def test_official_stage1_is_resized_twice_and_stage2_uses_the_history_question(tok, stub):
+    # 1630 x 637: fetch_image gives 1624 x 644, the processor then 1568 x 616; the processor alone 1596 x 616
+    item = ImageItem("wide.png", image(1630, 637), index=0, question="Q1", history_question="<|image|>Q1 raw")
+    official = run_zoomiqa(stub, tok, [item], SETTINGS, protocol=make_protocol("official"),
+                           stage1_generate_fn=Scripted(tok, [CROP]), generate_fn=Scripted(tok, [STAGE2]))[0]
+    strict = run_zoomiqa(stub, tok, [item], SETTINGS, protocol=make_protocol("strict"),
+                         stage1_generate_fn=Scripted(tok, [CROP]), generate_fn=Scripted(tok, [STAGE2]))[0]
+    assert official.rounds[0].image_grids == [[1, 616 // 14, 1568 // 14]]
+    assert strict.rounds[0].image_grids == [[1, 616 // 14, 1596 // 14]]
+    # stage 2: the ORIGINAL file image (not the stage-1 resize) and the crop; the history turn is the raw question
+    assert official.rounds[1].image_grids[0] == strict.rounds[1].image_grids[0]
+    assert "<|image|>Q1 raw" in official.rounds[1].prompt_text and official.question == "Q1"
+    assert "Q1\n" in official.rounds[0].prompt_text and "<|image|>Q1 raw" not in official.rounds[0].prompt_text

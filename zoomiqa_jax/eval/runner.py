@@ -176,7 +176,16 @@ def evaluate_set(
     from zoomiqa_jax.inference.rounds import ImageItem
 
     n = len(eval_set.source) if limit is None else min(limit, len(eval_set.source))
-    keys = [record_key(eval_set.source[i], i) for i in range(n)]
+    official = task == "zoomiqa" and protocol is not None and protocol.name == "official"
+    keys, own = [], []
+    for i in range(n):
+        record = eval_set.source[i]
+        keys.append(record_key(record, i))
+        if official:
+            own.append(_text_field(record, "question"))
+    # official: the authors' question draw runs over the whole set in order (resumed and other shards' items
+    # included), and their loader reads the image file itself (no EXIF transpose, its own mode)
+    questions = protocol.draw_questions(own) if official else None
     pending = [i for i in range(shard_index, n, shard_count) if (eval_set.name, keys[i]) not in done]
     view = _View(eval_set.source, pending)
     config = PipelineConfig(batch_size=batch_size, shuffle=False, shard_index=0, shard_count=1, patches=False,
@@ -191,8 +200,14 @@ def evaluate_set(
                 meta = {"mos": float(batch["mos"][j]), "distortion_class": batch["distortion_class"][j],
                         "severity": batch["severity"][j]}
                 if batch["valid"][j]:
-                    items.append(ImageItem(batch["path"][j] or keys[index], Image.fromarray(batch["images"][j]),
-                                           index=index, question=batch["question"][j]))
+                    image = Image.fromarray(batch["images"][j])
+                    question, history = batch["question"][j], None
+                    if official:
+                        question, history = questions[index]
+                        if batch["path"][j]:  # a record of encoded bytes keeps the pipeline's RGB image
+                            image = protocol.load_image(batch["path"][j])
+                    items.append(ImageItem(batch["path"][j] or keys[index], image, index=index, question=question,
+                                           history_question=history))
                     rows.append((index, meta))
                 else:
                     row = {"config_hash": digest, "dataset": eval_set.name, "key": keys[index], "index": index,
@@ -205,6 +220,14 @@ def evaluate_set(
                 _write(sink, done, _prediction(traj, eval_set.name, keys[index], index, meta, digest))
             bar.update(len(batch["key"]))
     return keys, len(pending)
+
+
+def _text_field(record: Any, name: str) -> str | None:
+    """`record[name]` (a mapping) or `record.name`, bytes decoded; None when absent."""
+    value = record.get(name) if isinstance(record, dict) else getattr(record, name, None)
+    if isinstance(value, bytes):
+        value = value.decode()
+    return value if isinstance(value, str) else None
 
 
 def _write(sink: TextIO, done: dict[tuple[str, str], dict[str, Any]], row: dict[str, Any]) -> None:

@@ -9,9 +9,13 @@ config):
   `processing.official.route_answer` (a crop unless the box is all zero or the tool is exactly "final"), the
   crop is `processing.official.stage2_crop` (their geometry; the central fallback is not upscaled), and the
   stage-2 labels are theirs ("Original image: ", "Cropped Image: ").
+  Images are loaded as their `_load_image` does (no EXIF transpose, the file's own mode), stage 1 goes through
+  qwen-vl-utils' `fetch_image` resize before the processor's, and a record without a question gets the one
+  their `Random(42)` draw gives (`processing.official_inputs`).
 * `strict` (the project's own reading, as before issue 18): `processing.answers` (the first `<answer>` block,
   "{" to "}", strict JSON then our lenient repairs; tool "crop" / "final" only), `processing.crop` (integer
-  geometry, every crop upscaled), the paraphrase drawn per image with `Random(f"{seed}/{index}")`.
+  geometry, every crop upscaled), images EXIF-transposed and RGB, the paraphrase drawn per image with
+  `Random(f"{seed}/{index}")`.
 
 Both share the chat layout of `processing.prompts` and the sampler; docs/inference.md tables every point.
 
@@ -30,7 +34,8 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from zoomiqa_jax.processing import answers, crop, official, official_answers
+from zoomiqa_jax.processing import answers, crop, official, official_answers, official_inputs
+from zoomiqa_jax.processing.image import load_image
 from zoomiqa_jax.processing.prompts import (
     DEFAULT_PROMPTS,
     Message,
@@ -89,10 +94,25 @@ class Protocol:
     def question_for(self, index: int, seed: int, record_question: str | None = None) -> str:
         """The question of the image at position `index` of a run: its own, else a drawn paraphrase.
 
-        Both protocols draw per image with `Random(f"{seed}/{index}")` (batch independent) for now; the
-        authors' sequential `Random(42)` per annotation file (issue 18 item 2) plugs in here once it exists.
+        strict: `Random(f"{seed}/{index}").choice` of the paraphrases (batch independent). official: the
+        `index`-th draw of the authors' `Random(42)` over the pool (`seed` unused), which is their draw for the
+        `index`-th record of an annotation file whose records have no question of their own; `draw_questions`
+        gives the draw of a file whose records may have one.
         """
+        if self.name == "official" and record_question is None:
+            return _official_draws(self.prompts.zoomiqa_questions, index + 1)[index]
         return choose_question(random.Random(f"{seed}/{index}"), record_question, self.prompts)
+
+    def draw_questions(self, own: Sequence[str | None]) -> list[tuple[str, str]]:
+        """official: (stage-1 question, stage-2 history turn) of every record of ONE annotation file in order,
+        from their own questions (None: none) as the authors draw them (`official_inputs.draw_questions`: one
+        `Random(42)` draw per record without one). A question given here is already the record's own text, so
+        both entries are it. strict has no file-level draw: ValueError."""
+        if self.name != "official":
+            raise ValueError("draw_questions: only the official protocol draws per annotation file")
+        records = [{} if q is None else {"conversations": [{"value": q}]} for q in own]
+        return [(q.stage1, q.history) for q in
+                official_inputs.draw_questions(records, self.prompts.zoomiqa_questions)]
 
     def stage1_messages(self, question: str) -> list[Message]:
         """Stage 1: the question inside the stage-1 instructions, then the image."""
@@ -145,15 +165,38 @@ class Protocol:
             return (round_answer.get("payload") or {}).get("bbox_2d")
         return round_answer.get("bbox")
 
+    # ---- images
+    def load_image(self, path: str | os.PathLike[str]) -> Image.Image:
+        """An image file as this protocol loads it: official `official_inputs.load_official_image` (no EXIF
+        transpose, the file's own mode), strict `processing.image.load_image` (EXIF-transposed, RGB). Raises
+        ImageLoadError naming the file."""
+        if self.name == "official":
+            return official_inputs.load_official_image(path)
+        return load_image(path)
+
+    def stage1_images(self, image: Image.Image) -> list[Image.Image]:
+        """The stage-1 image as given to the processor: official `official_inputs.official_stage1_image`
+        (qwen-vl-utils' RGB conversion and resize; the processor then resizes again), strict the image itself.
+        Raises ValueError for an aspect ratio over 200 (official)."""
+        if self.name == "official":
+            return [official_inputs.official_stage1_image(image)]
+        return [image]
+
+    def stage2_images(self, image: Image.Image, box: object) -> tuple[list[Image.Image], CropCut]:
+        """The two stage-2 images (original, crop) as given to the processor, and the crop: official
+        `official_inputs.official_stage2_images` (cut and upscaled in the file's own mode), strict `cut`."""
+        if self.name == "official":
+            original, region, placed = official_inputs.official_stage2_images(image, box)
+            return [original, region], _official_cut(region, placed, *image.size)
+        cut = self.cut(image, box)
+        return [image, cut.image], cut
+
     # ---- crops
     def cut(self, image: Image.Image, box: object) -> CropCut:
         """The crop of `box` from the ORIGINAL image (its file pixel size) that stage 2 sees."""
         width, height = image.size
         if self.name == "official":
-            region, placed = official.stage2_crop(image, box)
-            x1, y1, x2, y2 = placed.pixel
-            return CropCut(region, placed.pixel, (x1 / width, y1 / height, x2 / width, y2 / height),
-                           placed.reasons, placed.fallback)
+            return _official_cut(*official.stage2_crop(image, box), width, height)
         placed = crop.crop_box(box, width, height)
         return CropCut(crop.crop_and_zoom(image, placed), placed.pixel, placed.normalized, placed.adjustments)
 
@@ -197,6 +240,26 @@ class Protocol:
     def format_ok(self, rounds: Sequence[str]) -> bool:
         """R_format = 1.0 when `format_problems` finds nothing, else 0 (Zoom-IQA Eq. 3)."""
         return not self.format_problems(rounds)
+
+
+def _official_cut(region: Image.Image, placed: official.OfficialCrop, width: int, height: int) -> CropCut:
+    x1, y1, x2, y2 = placed.pixel
+    return CropCut(region, placed.pixel, (x1 / width, y1 / height, x2 / width, y2 / height), placed.reasons,
+                   placed.fallback)
+
+
+_DRAWS: dict[tuple[str, ...], list[str]] = {}
+
+
+def _official_draws(pool: Sequence[str], n: int) -> list[str]:
+    """The first `n` draws of `Random(OFFICIAL_SEED).choice(pool)` (cached per pool, extended on demand)."""
+    key = tuple(pool)
+    draws = _DRAWS.get(key)
+    if draws is None or len(draws) < n:
+        records: list[dict[str, Any]] = [{}] * max(n, 2 * len(draws or ()))
+        draws = [q.stage1 for q in official_inputs.draw_questions(records, key)]
+        _DRAWS[key] = draws
+    return draws
 
 
 def official_prompts(base: PromptSet = DEFAULT_PROMPTS) -> PromptSet:

@@ -68,13 +68,16 @@ DEFAULT_SETTINGS = SamplingSettings()
 
 @dataclass(frozen=True)
 class ImageItem:
-    """One input image: its display name (path or id), the loaded RGB image at its ORIGINAL pixel size, its
-    position in the whole run (seeds its question and sampling), and an optional question of its own."""
+    """One input image: its display name (path or id), the loaded image at its ORIGINAL pixel size (RGB, or the
+    file's own mode under the `official` protocol), its position in the whole run (seeds its question and
+    sampling), an optional question of its own, and the user turn of the stage-2 history when that differs from
+    the question (the `official` protocol keeps a record's raw question there; None: the question)."""
 
     name: str
     image: Image.Image
     index: int = 0
     question: str | None = None
+    history_question: str | None = None
 
 
 @dataclass(frozen=True)

@@ -139,8 +139,8 @@ def _start_row(item: ImageItem, settings: SamplingSettings, protocol: Protocol, 
                       question=protocol.question_for(item.index, settings.seed, item.question))
     row = _Row(item, traj)
     try:
-        row.original = encode_images([item.image], settings, merge)
-    except ValueError as err:  # the processor's aspect-ratio limit
+        row.original = encode_images(protocol.stage1_images(item.image), settings, merge)
+    except ValueError as err:  # the processor's (or fetch_image's) aspect-ratio limit
         traj.invalid, traj.invalid_round = "image_error", 0
         traj.routing_warnings.append(f"image_error: {item.name}: {err}")
     return row
@@ -159,17 +159,17 @@ def _route_stage1(
     elif route.action == "crop":
         first = traj.rounds[0]
         try:
-            cut = protocol.cut(row.item.image, route.box)
+            pair, cut = protocol.stage2_images(row.item.image, route.box)
             first.bbox_pixels, first.bbox_normalized = list(cut.pixel), list(cut.normalized)
             first.crop_adjustments = list(cut.adjustments)
             row.crop = cut.image
-            images = encode_images([row.item.image, row.crop], settings, merge)
+            images = encode_images(pair, settings, merge)
         except (ValueError, OverflowError) as err:  # a crop whose aspect ratio the processor rejects; an official
             # box value too large for float() (the authors' batch fails with runtime_error there)
             traj.routing_warnings.append(f"crop_error: {err}")
             first.bbox_pixels = first.bbox_normalized = None
         else:
-            messages = protocol.stage2_messages(traj.question, SPLICE_MARK)
+            messages = protocol.stage2_messages(row.item.history_question or traj.question, SPLICE_MARK)
             out = row.stage1
             spliced = splice_assistant_turn(tokenizer, messages, out.ids, out.logprobs, out.stop_token,
                                             [list(g) for g in images.grids], merge)

@@ -257,14 +257,13 @@ def _last_round_images(
         raise RolloutError(f"trajectory of image {t.image!r}: original is {list(original.size)}, the trajectory "
                            f"was sampled on {t.image_size}")
     original = original.convert("RGB") if original.mode != "RGB" else original
-    images = [original]
+    images = protocol.stage1_images(original)
     if t.zoomed:
         first = t.rounds[0]
-        cut = protocol.cut(original, protocol.requested_box(first.answer))
+        images, cut = protocol.stage2_images(original, protocol.requested_box(first.answer))
         if first.bbox_pixels is not None and list(cut.pixel) != list(first.bbox_pixels):
             raise RolloutError(f"trajectory of image {t.image!r}: crop box {list(cut.pixel)} != the sampled "
                                f"{first.bbox_pixels}")
-        images.append(cut.image)
     merge = config.vision.spatial_merge_size
     pixels, grids = preprocess_images(images, min_pixels=min_pixels, max_pixels=max_pixels, merge_size=merge)
     expected = t.rounds[-1].image_grids
