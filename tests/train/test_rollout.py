@@ -97,6 +97,7 @@ def test_rating_token_mask_hand_made_replies(tok):
     assert marked(tok, ids_of(tok, '<answer>{"rating": "4.5"}</answer>')) == "4.5"  # the quotes are not rating
     assert marked(tok, ids_of(tok, '<answer>{"rating":3}</answer>')) == "3"
     assert marked(tok, ids_of(tok, "<think>2.0</think><answer>4.25</answer>")) == "4.25"  # VisualQuality-R1
+    assert marked(tok, ids_of(tok, "<think>x</think><answer>-1.5</answer>")) == "-1.5"  # its sign is read too
     two = '<answer>{"rating": 1.5}</answer> then <answer>{"rating": 4.75}</answer>'
     assert marked(tok, ids_of(tok, two)).strip() == "4.75"  # the LAST answer block
     wide = 'é日本 ünï <answer>{"rating": 2.5}</answer>'  # multi-byte characters before the rating

@@ -53,7 +53,7 @@ from zoomiqa_jax.processing.image import num_image_tokens, preprocess_images
 from zoomiqa_jax.train.sft_data import SequenceTooLongError, add_model_inputs, pick_bucket
 
 _RATING = re.compile(r"""["']?rating["']?\s*:\s*["']?\s*(-?\d+(?:\.\d*)?)""")
-_BARE_NUMBER = re.compile(r"\d+(?:\.\d+)?")  # VisualQuality-R1's reading of an answer block
+_BARE_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")  # VisualQuality-R1's reading (its reward's -?\d+(\.\d+)?)
 
 
 class RolloutError(ValueError):
