@@ -117,8 +117,8 @@ def _softmax64(logits: np.ndarray) -> np.ndarray:
     return x / x.sum(axis=-1, keepdims=True)
 
 
-def readout(model: Any, tokenizer: Any, prompt_ids: Sequence[int], answer: AnswerTokens,
-            images: Any | None, digit_ids: np.ndarray, buckets: Buckets | None = None) -> AnswerReadout:
+def readout(model: Any, prompt_ids: Sequence[int], answer: AnswerTokens, images: Any | None, digit_ids: np.ndarray,
+            buckets: Buckets | None = None) -> AnswerReadout:
     """Teacher-force `prompt_ids + answer.ids` (images: `EncodedImages` or None) and read the answer out."""
     buckets = buckets or Buckets()
     pad = model.config.bos_token_id
@@ -174,5 +174,5 @@ def vrf_readouts(
     with_ids = render_prompt(tokenizer, messages, encoded, merge) + rationale
     blind = [{**m, "content": [c for c in m["content"] if c.get("type") != "image"]} for m in messages]
     blind_ids = render_prompt(tokenizer, blind, None, merge) + rationale
-    return (readout(model, tokenizer, with_ids, answer, encoded, digit_ids, settings.buckets),
-            readout(model, tokenizer, blind_ids, answer, None, digit_ids, settings.buckets))
+    return (readout(model, with_ids, answer, encoded, digit_ids, settings.buckets),
+            readout(model, blind_ids, answer, None, digit_ids, settings.buckets))
