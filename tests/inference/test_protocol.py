@@ -205,3 +205,10 @@ def test_official_stage1_is_resized_twice_and_stage2_uses_the_history_question(t
     assert official.rounds[1].image_grids[0] == strict.rounds[1].image_grids[0]
     assert "<|image|>Q1 raw" in official.rounds[1].prompt_text and official.question == "Q1"
     assert "Q1\n" in official.rounds[0].prompt_text and "<|image|>Q1 raw" not in official.rounds[0].prompt_text
+
+
+def test_official_sends_a_blank_own_question_as_it_is():
+    # a record whose question is a bare "<|image|>" has stage-1 question "" in their evaluation
+    assert make_protocol("official").question_for(0, 0, "") == ""
+    with pytest.raises(ValueError, match="non-blank"):
+        make_protocol("strict").question_for(0, 0, "")

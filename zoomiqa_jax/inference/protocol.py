@@ -97,9 +97,12 @@ class Protocol:
         strict: `Random(f"{seed}/{index}").choice` of the paraphrases (batch independent). official: the
         `index`-th draw of the authors' `Random(42)` over the pool (`seed` unused), which is their draw for the
         `index`-th record of an annotation file whose records have no question of their own; `draw_questions`
-        gives the draw of a file whose records may have one.
+        gives the draw of a file whose records may have one. (GRPO rollouts draw their questions the project's
+        way under both protocols: `train.grpo_loop`.)
         """
-        if self.name == "official" and record_question is None:
+        if self.name == "official":  # their own question is sent as it is, even when blank (a bare "<|image|>")
+            if record_question is not None:
+                return record_question
             return _official_draws(self.prompts.zoomiqa_questions, index + 1)[index]
         return choose_question(random.Random(f"{seed}/{index}"), record_question, self.prompts)
 
