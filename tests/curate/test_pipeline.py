@@ -68,7 +68,7 @@ def setup(tmp_path, monkeypatch, tiny_tokenizer):
                 (tmp_path / f"{name}.png").write_bytes(b"not a png")
             else:
                 Image.fromarray(rng.integers(0, 255, (56, 56, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
-            f.write(json.dumps({"image": f"{name}.png", "mos": 3.5, "brightness": 0.4}) + "\n")
+            f.write(json.dumps({"image": f"{name}.png", "mos": 3.5, "brightness": 0.4, "blurriness": 0.066}) + "\n")
     replies = {name: TeacherReply(f"question {name}?", (reply(f"marker_{name}"),)) for name in CASES}
     replies["broken_format"] = TeacherReply("q?", ("<think>just text, no answer</think>",))
     replies["teacher_error"] = TeacherReply(None, (), "teacher endpoint: HTTP 503")
@@ -85,6 +85,7 @@ def setup(tmp_path, monkeypatch, tiny_tokenizer):
             return ""
         assert RATER_PROMPT.split("\n")[0] in prompt_text and "MOS (human rating, 1-5): 3.50" in prompt_text
         assert "- brightness: 0.4000 (dataset)" in prompt_text  # the label's attribute replaces ours
+        assert "- blurriness: 0.0660 (dataset)" in prompt_text and "qmos" not in prompt_text  # hint_fields
         for name, says in RATER_SAYS.items():
             if f"marker_{name} " in prompt_text:
                 return says
@@ -93,7 +94,8 @@ def setup(tmp_path, monkeypatch, tiny_tokenizer):
     settings = SamplingSettings(max_new_tokens=16, temperature=0.0, max_pixels=56 * 56)
     stub = SimpleNamespace(config=CFG)
     rater = LocalRater(stub, tok, settings, generate_fn=Scripted(tok, pick=rater_pick))
-    curator = Curator(ScriptedTeacher(replies), Reader(stub, tok, settings), rater, tmp_path)
+    curator = Curator(ScriptedTeacher(replies), Reader(stub, tok, settings), rater, tmp_path,
+                      hint_fields=("blurriness", "qmos"))  # no label has a qmos: left out
     return tmp_path, curator, read_labels(tmp_path / "labels.jsonl")
 
 

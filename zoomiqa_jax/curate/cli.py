@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "needs --rater-model")
     r.add_argument("--no-hacf", action="store_true", help="skip Hint-Augmented Consistency Filtering")
     p.add_argument("--rater-model", metavar="NAME", help="model name sent to --rater-endpoint")
+    p.add_argument("--hint-fields", default="", metavar="A,B",
+                   help="label fields the rater also gets as hints, e.g. KonIQ++ quality labels "
+                   "'artifacts,blurriness' (default: none; dataset attributes named like our five hints replace "
+                   "those anyway)")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
                    help="environment variable holding the endpoints' bearer token, sent when set "
                    "(default OPENAI_API_KEY)")
@@ -139,7 +143,8 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
         "thresholds": [args.vrf_rating, args.vrf_iou, args.vrf_entropy],
         "prompts": _file_fingerprint(args.prompt_file) if args.prompt_file else None,
         "tokenizer": args.tokenizer, "sampling": [args.max_new_tokens, args.temperature, args.top_p, args.top_k],
-        "rater_max_new_tokens": args.rater_max_new_tokens, "seed": args.seed, "dtype": args.dtype,
+        "rater_max_new_tokens": args.rater_max_new_tokens, "hint_fields": args.hint_fields, "seed": args.seed,
+        "dtype": args.dtype,
         "pixels": [args.min_pixels, args.max_pixels],
     }
 
@@ -205,7 +210,8 @@ def build_curator(args: argparse.Namespace, prompts: Any) -> Any:
         rater = LocalRater(model, tok, models.settings(path, max_new_tokens=args.rater_max_new_tokens,
                                                         temperature=0.0))
     thresholds = Thresholds(args.vrf_rating, args.vrf_iou, args.vrf_entropy)
-    return Curator(teacher, reader, rater, Path(args.out), thresholds)
+    fields = tuple(f.strip() for f in args.hint_fields.split(",") if f.strip())
+    return Curator(teacher, reader, rater, Path(args.out), thresholds, fields)
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -105,13 +105,15 @@ class Reader:
 
 @dataclass
 class Curator:
-    """The stages of one run. `reader` None skips VRF and `rater` None skips HACF (the row says so)."""
+    """The stages of one run. `reader` None skips VRF and `rater` None skips HACF (the row says so).
+    `hint_fields` names label fields the rater also gets as hints (a label without one simply lacks it)."""
 
     teacher: Teacher
     reader: Reader | None
     rater: Rater | None
     out_dir: Path
     thresholds: Thresholds = field(default_factory=Thresholds)
+    hint_fields: tuple[str, ...] = ()
 
     def run(self, items: Sequence[CurateItem]) -> list[dict[str, Any]]:
         """One row per item, in order (module docstring). Creates `out_dir` (record image paths are relative to it)."""
@@ -175,9 +177,10 @@ class Curator:
         queries = []
         for item, image, row in queue:
             hints = compute_hints(image.image, overrides_from_metadata(item.row, where=f"label {item.id}"))
-            row["hints"] = hints.to_dict()
+            extra = {name: item.row[name] for name in self.hint_fields if item.row.get(name) not in (None, "")}
+            row["hints"] = {**hints.to_dict(), **extra}
             queries.append(RaterQuery(image.image, rationale_of(row["teacher"]["texts"]),
-                                      hint_block(render_hints(hints), item.mos)))
+                                      hint_block(render_hints(hints), item.mos, extra)))
         replies = self.rater.judge(queries, [item.index for item, _, _ in queue])
         for (_, _, row), (reply, error) in zip(queue, replies):
             if error is not None:

@@ -1,7 +1,8 @@
 """The HACF rater (Zoom-IQA (Liang et al.), Sec. 3.1.1 and supp. 6.3; issue 19): `D_HACF = LLM_Rater(R, I, H)`.
 
 The rater gets the whole rationale R (the `<think>` block of every turn), the image I and the low-level hints
-H (`hints.render_hints`, plus the dataset's MOS when the label has one, as the paper's Table 6 shows), and
+H (`hints.render_hints`, plus the dataset's MOS when the label has one, as the paper's Table 6 shows, and any
+label fields named as extra hints, such as KonIQ++'s quality labels), and
 answers Pass or Fail; `filters.hacf_decision` reads the verdict. The prompt (`RATER_PROMPT`, our wording) asks
 for the verdict first so that a short generation budget suffices.
 
@@ -56,9 +57,16 @@ def rationale_of(texts: Sequence[str]) -> str:
     return "\n\n".join(f"Round {i}:\n{b}" for i, b in enumerate(blocks, start=1))
 
 
-def hint_block(hints_text: str, mos: float | None) -> str:
-    """The hints H: the rendered low-level hints, then the dataset MOS (1-5) when known."""
-    return hints_text if mos is None else f"{hints_text}\n- MOS (human rating, 1-5): {mos:.2f}"
+def hint_block(hints_text: str, mos: float | None, extra: dict[str, object] | None = None) -> str:
+    """The hints H: the rendered low-level hints, the dataset MOS (1-5) when known, then `extra` label fields
+    (e.g. KonIQ++'s quality labels, supp. 6.3) as ``- name: value (dataset)``, numbers with 4 decimals."""
+    lines = [hints_text]
+    if mos is not None:
+        lines.append(f"- MOS (human rating, 1-5): {mos:.2f}")
+    for name, value in (extra or {}).items():
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        lines.append(f"- {name}: {shown} (dataset)")
+    return "\n".join(lines)
 
 
 def rater_messages(query: RaterQuery, prompt: str = RATER_PROMPT) -> list[dict[str, Any]]:
