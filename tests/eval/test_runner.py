@@ -250,3 +250,11 @@ def test_protocol_flag_draws_questions_and_is_part_of_the_config(
     assert all(question is None for _, question in seen["strict"])
     assert hashes["official"] != hashes["strict"]
     assert runner.eval_main(_argv(workspace, tmp_path / "official", "--limit", "4", "--protocol", "strict")) == 2
+
+
+def test_encoded_image_of_a_record() -> None:
+    # the official protocol reads a tfds record's own file bytes (not the pipeline's RGB decode)
+    assert runner._encoded_image({"image": b"\x89PNG..."}) == b"\x89PNG..."
+    assert runner._encoded_image({"image": np.array(b"abc", dtype=object)}) == b"abc"
+    assert runner._encoded_image({"image": "a/b.png"}) is None and runner._encoded_image({}) is None
+    assert runner._text_field({"question": b"Q?"}, "question") == "Q?" and runner._text_field({}, "question") is None

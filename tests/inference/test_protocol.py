@@ -190,6 +190,16 @@ def test_official_loads_the_file_as_it_is(tmp_path):
     official, strict = make_protocol("official"), make_protocol("strict")
     assert official.load_image(path).mode == "P" and strict.load_image(path).mode == "RGB"
     assert official.load_image(rotated).size == (40, 20) and strict.load_image(rotated).size == (20, 40)
+    # encoded bytes (a tfds record): official as the file; strict as the data pipeline decodes record bytes
+    from zoomiqa_jax.data.pipeline import decode_image
+
+    data = rotated.read_bytes()
+    assert official.load_image(data).size == (40, 20) == strict.load_image(data).size == decode_image(data).size
+    assert official.load_image(path.read_bytes()).mode == "P" and strict.load_image(path.read_bytes()).mode == "RGB"
+    from zoomiqa_jax.processing.image import ImageLoadError
+
+    with pytest.raises(ImageLoadError, match="cannot decode image bytes"):
+        official.load_image(b"not an image")
 
 
 def test_official_stage1_is_resized_twice_and_stage2_uses_the_history_question(tok, stub):

@@ -204,8 +204,9 @@ def evaluate_set(
                     question, history = batch["question"][j], None
                     if official:
                         question, history = questions[index]
-                        if batch["path"][j]:  # a record of encoded bytes keeps the pipeline's RGB image
-                            image = protocol.load_image(batch["path"][j])
+                        raw = batch["path"][j] or _encoded_image(eval_set.source[index])
+                        if raw is not None:  # else (an array or a PIL image) the pipeline's RGB image
+                            image = protocol.load_image(raw)
                     items.append(ImageItem(batch["path"][j] or keys[index], image, index=index, question=question,
                                            history_question=history))
                     rows.append((index, meta))
@@ -220,6 +221,14 @@ def evaluate_set(
                 _write(sink, done, _prediction(traj, eval_set.name, keys[index], index, meta, digest))
             bar.update(len(batch["key"]))
     return keys, len(pending)
+
+
+def _encoded_image(record: Any) -> bytes | None:
+    """The encoded file bytes of a record's `image` (a tfds record), None when it holds something else."""
+    value = record.get("image") if isinstance(record, dict) else getattr(record, "image", None)
+    if hasattr(value, "ndim") and value.ndim == 0:  # a 0-d NumPy bytes / object array
+        value = value.item()
+    return bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else None
 
 
 def _text_field(record: Any, name: str) -> str | None:

@@ -26,6 +26,7 @@ every reply through the SAME `parse`, so training rewards what evaluation counts
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import random
 from collections.abc import Sequence
@@ -35,7 +36,7 @@ from typing import Any, Literal
 from PIL import Image
 
 from zoomiqa_jax.processing import answers, crop, official, official_answers, official_inputs
-from zoomiqa_jax.processing.image import load_image
+from zoomiqa_jax.processing.image import ImageLoadError, load_image
 from zoomiqa_jax.processing.prompts import (
     DEFAULT_PROMPTS,
     Message,
@@ -169,13 +170,19 @@ class Protocol:
         return round_answer.get("bbox")
 
     # ---- images
-    def load_image(self, path: str | os.PathLike[str]) -> Image.Image:
-        """An image file as this protocol loads it: official `official_inputs.load_official_image` (no EXIF
-        transpose, the file's own mode), strict `processing.image.load_image` (EXIF-transposed, RGB). Raises
-        ImageLoadError naming the file."""
+    def load_image(self, source: str | os.PathLike[str] | bytes) -> Image.Image:
+        """An image file (a path, or its encoded bytes as a tfds record holds them) as this protocol loads it:
+        official as `official_inputs.load_official_image` (no EXIF transpose, the file's own mode), strict
+        `processing.image.load_image` (EXIF-transposed, RGB). Raises ImageLoadError naming the file."""
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            try:
+                with Image.open(io.BytesIO(bytes(source))) as opened:
+                    return opened.copy() if self.name == "official" else load_image(opened)
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+                raise ImageLoadError(f"cannot decode image bytes: {type(err).__name__}: {err}") from err
         if self.name == "official":
-            return official_inputs.load_official_image(path)
-        return load_image(path)
+            return official_inputs.load_official_image(source)
+        return load_image(source)
 
     def stage1_images(self, image: Image.Image) -> list[Image.Image]:
         """The stage-1 image as given to the processor: official `official_inputs.official_stage1_image`
