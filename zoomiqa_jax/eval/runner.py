@@ -23,8 +23,8 @@ never replaced by a random score.
 Sharding: with several JAX processes each host runs items host_index, host_index + hosts, ... and appends
 to its own predictions-IIIII-of-NNNNN.jsonl; after a barrier host 0 reads every file and writes the metrics
 and the report. `--shard-index / --shard-count` do the same by hand (e.g. separate jobs); the metrics of a
-run cover the lines of every shard found and say how many items are still missing. Within a host the model
-runs on one device (no data-parallel split of a batch yet).
+run cover the lines of every shard found and say how many items are still missing. Within a host each round's
+rows are split over the local devices when there are several (`runner_devices.DataParallelGenerate`).
 """
 
 from __future__ import annotations
