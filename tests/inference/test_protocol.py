@@ -222,3 +222,19 @@ def test_official_sends_a_blank_own_question_as_it_is():
     assert make_protocol("official").question_for(0, 0, "") == ""
     with pytest.raises(ValueError, match="non-blank"):
         make_protocol("strict").question_for(0, 0, "")
+
+
+def test_grpo_protocol_is_for_the_zoomiqa_recipe_only():
+    from zoomiqa_jax.train.grpo_loop import rollout_prompts, zoomiqa_protocol
+
+    for name in PROTOCOLS:
+        cfg = load_grpo_config(TINY_GRPO, [f"rollout.protocol={name}"])
+        assert zoomiqa_protocol(cfg).name == name
+        assert zoomiqa_protocol(cfg, rollout_prompts(cfg)).prompts == rollout_prompts(cfg)
+        # the single-turn recipes keep their own prompts, parsers and the processor's plain image re-render
+        assert zoomiqa_protocol(load_grpo_config(TINY_GRPO, ["grpo.recipe=qinsight",
+                                                             f"rollout.protocol={name}"])) is None
+    # without a prompt file (grpo_tiny's demo prompts set the label themselves), each protocol's own label
+    assert rollout_prompts(load_grpo_config(TINY_GRPO, ["data.prompt_file="])).zoomiqa_crop_label == "Cropped Image: "
+    strict = load_grpo_config(TINY_GRPO, ["data.prompt_file=", "rollout.protocol=strict"])
+    assert rollout_prompts(strict).zoomiqa_crop_label == "Cropped image: "

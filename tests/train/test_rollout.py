@@ -100,6 +100,12 @@ def test_rating_token_mask_hand_made_replies(tok):
     assert marked(tok, ids_of(tok, "<think>x</think><answer>-1.5</answer>")) == "-1.5"  # its sign is read too
     two = '<answer>{"rating": 1.5}</answer> then <answer>{"rating": 4.75}</answer>'
     assert marked(tok, ids_of(tok, two)).strip() == "4.75"  # the LAST answer block
+    # official: the object the authors' regex reads (the first block that is one object), as its parser rates it
+    official = lambda text: tok.decode([ids_of(tok, text)[i] for i in np.flatnonzero(  # noqa: E731
+        rating_token_mask(tok, ids_of(tok, text), official=True))])
+    assert official(two).strip() == "1.5"
+    assert official('<answer>x {"rating": 1.5}</answer> <answer>{"rating": 4.75}</answer>').strip() == "4.75"
+    assert official("<think>x</think><answer>4.25</answer>") == ""  # no object: no rating for this protocol
     wide = 'é日本 ünï <answer>{"rating": 2.5}</answer>'  # multi-byte characters before the rating
     assert marked(tok, ids_of(tok, wide)).strip() == "2.5"
     for text in ["no answer here", "<answer>{\"tool\": \"final\"}</answer>", "<answer>{\"rating\": \"high\"}</answer>",

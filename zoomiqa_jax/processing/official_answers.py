@@ -115,6 +115,12 @@ def answer_object(text: object) -> tuple[dict[str, Any], bool]:
     return _plain(value), lenient
 
 
+def answer_span(text: str) -> tuple[int, int] | None:
+    """(start, end) in `text` of the answer object the authors' regex reads (ANSWER_PATTERN's group), or None."""
+    match = ANSWER_PATTERN.search(text)
+    return None if match is None else match.span(1)
+
+
 def rating_of(payload: dict[str, Any]) -> float:
     """`float(payload["rating"])`, unclipped; raises AnswerParseError `invalid_rating` (protocol.py:160-167)."""
     try:

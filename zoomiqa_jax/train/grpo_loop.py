@@ -4,8 +4,8 @@
 
 One GRPO step (`grpo_config` says how the sizes relate):
 
-1. the sampler (`train.sampler.ProgressiveSampler`) draws `data.batch_size` images of ONE dataset, with the
-   Progressive Re-sampling stage weights of this step;
+1. the image resampler (`data.resampling.ProgressiveSampler`) draws `data.batch_size` images of ONE dataset,
+   with the Progressive Re-sampling stage weights of this step;
 2. rollouts with the CURRENT parameters through the inference code the evaluation uses: G = `grpo.group_size`
    samples per image at temperature `rollout.temperature` (1.0), the stage-1 prompt prefilled once per image
    and sampled G times (`train.rollout.group_stage1_generate`); Zoom-IQA rollouts go on to the crop round
@@ -114,7 +114,6 @@ def _nan(x: float | None) -> float:
 def compute_rewards(cfg: GrpoTrainConfig, trajs: Sequence[Any], records: Sequence[Any], tasks: Sequence[str],
                     group: int) -> dict[str, np.ndarray]:
     """Reward components [batch, group] for the recipe; `total` is what the advantages use."""
-    from zoomiqa_jax.inference.protocol import Protocol
     from zoomiqa_jax.train.rewards import thurstone_rank_reward, visualquality_r1_format_reward, zoomiqa_rewards
     from zoomiqa_jax.train.rewards_qinsight import qinsight_rewards
 
@@ -124,7 +123,7 @@ def compute_rewards(cfg: GrpoTrainConfig, trajs: Sequence[Any], records: Sequenc
     mos = np.asarray([r.mos for r in records], np.float64)
     rating = np.asarray([[_nan(t.rating) for t in row] for row in grid], np.float64)
     if g.recipe == "zoomiqa":
-        protocol = Protocol(cfg.rollout.protocol)  # the parser `zoomiqa eval --protocol` counts validity with
+        protocol = zoomiqa_protocol(cfg)  # the parser `zoomiqa eval --protocol` counts validity with
         fmt = np.asarray([[bool(t.rounds) and protocol.format_ok([r.output_text for r in t.rounds])
                            for t in row] for row in grid])
         parts = zoomiqa_rewards(fmt, rating, mos, alpha=g.reward_alpha, beta=g.reward_beta, sigma=g.score_sigma)
@@ -166,7 +165,7 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
     after checking that its saved config matches (`train.resume`; `allow_config_change` lets changes through).
     With `stop` (entered), a SIGINT / SIGTERM ends the run after the current GRPO step with a checkpoint
     (`train.preemption`); the result's `stopped` names the signal."""
-    from zoomiqa_jax.inference.protocol import Protocol
+    from zoomiqa_jax.data.resampling import ProgressiveSampler, ResampleStage
     from zoomiqa_jax.processing.prompts import choose_question
     from zoomiqa_jax.processing.tokenizer import load_tokenizer
     from zoomiqa_jax.train.advantages import group_advantages
@@ -181,7 +180,6 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
         rollout_metrics,
         trajectory_problem,
     )
-    from zoomiqa_jax.train.sampler import ProgressiveSampler, ResampleStage
     from zoomiqa_jax.train.step import batch_shardings
 
     log = log or functools.partial(print, flush=True)
@@ -304,7 +302,7 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
                     [trajs[i] for i in rows], [items[i].image for i in rows], adv[rows], tokenizer, config,
                     min_pixels=settings.min_pixels, max_pixels=settings.max_pixels, seq_buckets=seq_buckets,
                     patch_buckets=tuple(ro.patch_buckets), candidate_slots=g.candidate_slots, pad_token_id=pad_id,
-                    protocol=Protocol(ro.protocol, prompts))
+                    protocol=zoomiqa_protocol(cfg, prompts))
                 for key in HOST_ONLY:
                     batch.pop(key, None)
                 if ref_params is not None:
@@ -363,6 +361,16 @@ def sampling_settings(cfg: GrpoTrainConfig, seed: int) -> Any:
                                             new_tokens=tuple(ro.new_token_buckets)))
 
 
+def zoomiqa_protocol(cfg: GrpoTrainConfig, prompts: Any = None) -> Any:
+    """The `inference.protocol.Protocol` of a zoomiqa-recipe run (`rollout.protocol`), None for the single-turn
+    recipes, whose rollouts, parsers and image re-render are their own (the processor's plain resize)."""
+    from zoomiqa_jax.inference.protocol import Protocol
+
+    if cfg.grpo.recipe != "zoomiqa":
+        return None
+    return Protocol(cfg.rollout.protocol, prompts) if prompts is not None else Protocol(cfg.rollout.protocol)
+
+
 def rollout_prompts(cfg: GrpoTrainConfig) -> Any:
     """The prompts of the rollouts: `data.prompt_file` over the defaults of `rollout.protocol` (official: the
     authors' stage-2 labels; `inference.protocol.make_protocol`)."""
@@ -377,7 +385,6 @@ def sample_groups(cfg: GrpoTrainConfig, policy: Any, tokenizer: Any, records: Se
                   images: Callable[[Path], Any] | None = None) -> tuple[list[Any], list[Any]]:
     """`grpo.group_size` rollouts of each record with the recipe's protocol (the stage-1 prompt prefilled once per
     image); returns (items, trajectories), image b's samples at rows b*G .. b*G+G-1."""
-    from zoomiqa_jax.inference.protocol import Protocol
     from zoomiqa_jax.inference.rounds import ImageItem
     from zoomiqa_jax.inference.single_turn import run_single_turn
     from zoomiqa_jax.inference.zoom import run_zoomiqa
@@ -390,7 +397,7 @@ def sample_groups(cfg: GrpoTrainConfig, policy: Any, tokenizer: Any, records: Se
     grouped = group_stage1_generate(group)
     if cfg.grpo.recipe == "zoomiqa":
         trajs = run_zoomiqa(policy, tokenizer, items, settings, max_turns=cfg.rollout.max_turns,
-                            stage1_generate_fn=grouped, protocol=Protocol(cfg.rollout.protocol, prompts))
+                            stage1_generate_fn=grouped, protocol=zoomiqa_protocol(cfg, prompts))
     else:
         trajs = _single_turn(run_single_turn, policy, tokenizer, items, list(tasks), group, settings, prompts,
                              grouped, cfg.grpo.recipe)

@@ -49,6 +49,7 @@ from zoomiqa_jax.inference.protocol import Protocol
 from zoomiqa_jax.inference.rounds import GenerateFn
 from zoomiqa_jax.inference.trajectory import Trajectory
 from zoomiqa_jax.model import VisionMeta
+from zoomiqa_jax.processing import official_answers
 from zoomiqa_jax.processing.image import num_image_tokens, preprocess_images
 from zoomiqa_jax.train.sft_data import SequenceTooLongError, add_model_inputs, pick_bucket
 
@@ -75,9 +76,11 @@ def _last_answer_span(text: str) -> tuple[int, int] | None:
     return found
 
 
-def _rating_span(text: str) -> tuple[int, int] | None:
-    """Character span of the rating number in `text`, or None."""
-    span = _last_answer_span(text)
+def _rating_span(text: str, official: bool = False) -> tuple[int, int] | None:
+    """Character span of the rating number in `text`, or None. `official`: in the answer object the official
+    protocol reads (`official_answers.answer_span`, the first match of the authors' regex), else in the last
+    `<answer>` block."""
+    span = official_answers.answer_span(text) if official else _last_answer_span(text)
     if span is None:
         return None
     block = text[span[0]:span[1]]
@@ -94,9 +97,10 @@ def _decode(tokenizer: Any, ids: Sequence[int]) -> str:
     return tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
-def rating_token_mask(tokenizer: Any, output_ids: Sequence[int]) -> np.ndarray:
+def rating_token_mask(tokenizer: Any, output_ids: Sequence[int], *, official: bool = False) -> np.ndarray:
     """Bool [len(output_ids)]: True on the tokens whose characters overlap the rating number of the reply's last
-    `<answer>` block (module docstring). Never raises on a model output: no answer / no rating -> all False."""
+    `<answer>` block (module docstring; `official`: of the answer object the official protocol reads). Never
+    raises on a model output: no answer / no rating -> all False."""
     ids = [int(t) for t in output_ids]
     out = np.zeros(len(ids), bool)
     if not ids:
@@ -105,7 +109,7 @@ def rating_token_mask(tokenizer: Any, output_ids: Sequence[int]) -> np.ndarray:
         full = _decode(tokenizer, ids)
     except Exception:  # ids outside the vocabulary: nothing to mark
         return out
-    span = _rating_span(full)
+    span = _rating_span(full, official)
     if span is None:
         return out
     lo, hi = span
@@ -327,6 +331,7 @@ def build_rollout_batch(
         "advantages": advantages,
     }
     pixels, grids = [], []
+    official = protocol is not None and protocol.name == "official"  # the rating its parser reads
     for row, (t, original) in enumerate(zip(trajectories, originals)):
         length = len(t.token_ids)
         batch["input_ids"][row, :length] = t.token_ids
@@ -334,7 +339,7 @@ def build_rollout_batch(
         batch["loss_mask"][row, :length] = t.token_mask
         batch["sample_logp"][row, :length] = t.token_logprobs
         for start, ids in _reply_segments(t, tokenizer):
-            batch["candidate_mask"][row, start:start + len(ids)] = rating_token_mask(tokenizer, ids)
+            batch["candidate_mask"][row, start:start + len(ids)] = rating_token_mask(tokenizer, ids, official=official)
         p, g = _last_round_images(t, original, config, min_pixels, max_pixels, protocol or Protocol("strict"))
         pixels.append(p)
         grids.append(g)
