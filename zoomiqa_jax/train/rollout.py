@@ -28,9 +28,10 @@ Layout of the module:
       patch_mask [P] bool, image_grid_thw [images, 3] int64, image_counts [N] int32     (host-side metadata)
       position_ids [3, N, T] int32, vision_meta VisionMeta                             (`sft_data.add_model_inputs`)
 
-  The images are re-rendered from the ORIGINAL image exactly as `inference.zoom` does (`crop_box` of the
-  stage-1 requested box on the original's pixel size, `crop_and_zoom`, `preprocess_images`), and their grids
-  are checked against the ones the sampler saw. Sequences are never truncated.
+  The images are re-rendered from the ORIGINAL image exactly as `inference.zoom` does (the protocol's stage-1
+  image, or its stage-2 pair with the crop of the stage-1 requested box on the original's pixel size, then
+  `preprocess_images`; `inference.protocol`), and their grids are checked against the ones the sampler saw.
+  Sequences are never truncated.
 * `rollout_metrics`: crop rate, turns, response length, invalid and token-limit rates of a rollout.
 """
 
