@@ -4,7 +4,7 @@
 
 Counting (what the sections mean together):
 
-    one GRPO step  = draw `data.batch_size` images from ONE dataset (`train.sampler`), sample `grpo.group_size`
+    one GRPO step  = draw `data.batch_size` images from ONE dataset (`data.resampling`), sample `grpo.group_size`
                      responses each (N = batch_size x group_size trajectories), score them, then
                      `grpo.epochs` (mu) passes over the N rollouts in `grpo.mini_batches` mini-batches; every
                      mini-batch is one micro-step of the optimizer and `optim.grad_accum` micro-steps make one

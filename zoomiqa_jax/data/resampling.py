@@ -1,4 +1,5 @@
-"""GRPO prompt sampler: single-dataset batches with Zoom-IQA's Progressive Re-sampling (seeds/000 Sec. 3.2).
+"""Which training images each GRPO step gets: single-dataset batches with Zoom-IQA's Progressive Re-sampling
+(seeds/000 Sec. 3.2) of the MOS bins. A data resampler, not the token sampler (`inference.sampling`).
 
 Zoom-IQA trains "first on the original data distribution, and in subsequent stages, we progressively increase
 the sampling frequency of these under-represented score intervals". The paper gives no stage boundaries, bin

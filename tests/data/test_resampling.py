@@ -1,4 +1,5 @@
-"""Progressive re-sampling GRPO sampler: determinism, resume, single-dataset batches, bin frequencies, validation."""
+"""Progressive re-sampling of GRPO images (`data.resampling`): determinism, resume, single-dataset batches,
+bin frequencies, validation."""
 
 import json
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from zoomiqa_jax.train.sampler import (
+from zoomiqa_jax.data.resampling import (
     DEFAULT_STAGES,
     Batch,
     ProgressiveSampler,
