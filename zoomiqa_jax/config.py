@@ -18,6 +18,13 @@ from typing import Any
 
 from zoomiqa_jax.config_fields import ConfigError, Fields, check_positive_floats
 
+# The dtype names the configs and CLIs accept for compute and parameters (`jnp.dtype` reads each).
+DTYPES = ("float32", "bfloat16", "float16")
+# Rematerialisation of the decoder layers and vision blocks (`model.text.remat_policy` maps a name to its
+# `jax.checkpoint` policy): "none"; "full" recomputes everything in the backward
+# (`jax.checkpoint_policies.nothing_saveable`); the others name policies in `jax.checkpoint_policies`.
+REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable", "everything_saveable")
+
 
 @dataclasses.dataclass(frozen=True)
 class VisionConfig:

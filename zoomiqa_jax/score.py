@@ -23,10 +23,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from zoomiqa_jax.config import DTYPES
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 PROMPTS = {"zoomiqa": "zoomiqa", "qinsight": "qinsight_score", "qinsight-degradation": "qinsight_degradation",
            "vqr1": "vqr1_score"}
-DTYPES = ("bfloat16", "float32", "float16")
 PROTOCOL_CHOICES = ("official", "strict")  # inference.protocol.PROTOCOLS, spelled here so that --help imports no jax
 
 

@@ -9,7 +9,6 @@ from flax import nnx
 from zoomiqa_jax.config import ModelConfig
 from zoomiqa_jax.model import LayerCache, Qwen25VL, causal_mask, prepare_inputs
 from zoomiqa_jax.model.text import REMAT_POLICIES, remat_policy
-from zoomiqa_jax.train.config import REMAT_POLICIES as TRAIN_REMAT_POLICIES
 
 TOL = 1e-5
 VARIANTS = [("full", False), ("none", True), ("dots_saveable", True)]
@@ -159,10 +158,10 @@ def test_cache_path_stays_plain(plain):
 
 
 def test_remat_policy_names():
-    assert REMAT_POLICIES == TRAIN_REMAT_POLICIES
     assert remat_policy("none") is None
     assert remat_policy("full") is jax.checkpoint_policies.nothing_saveable
-    assert all(callable(remat_policy(name)) for name in REMAT_POLICIES[1:])
+    for name in REMAT_POLICIES[2:]:  # each other name is the jax policy of that name
+        assert remat_policy(name) is getattr(jax.checkpoint_policies, name)
 
 
 def test_bad_remat_name_raises(plain):

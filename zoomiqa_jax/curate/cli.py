@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-DTYPES = ("float32", "bfloat16", "float16")
+from zoomiqa_jax.config import DTYPES
 
 
 def build_parser() -> argparse.ArgumentParser:

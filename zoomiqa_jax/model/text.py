@@ -18,12 +18,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from zoomiqa_jax.config import TextConfig
+from zoomiqa_jax.config import REMAT_POLICIES, TextConfig
 from zoomiqa_jax.model.layers import Embed, GatedMLP, Linear, RMSNorm, dot_product_attention
 from zoomiqa_jax.model.rope import apply_rotary, mrope
-
-# "none", "full" (save nothing), or the name of a `jax.checkpoint_policies` policy.
-REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable", "everything_saveable")
 
 
 def remat_policy(name: str) -> Callable[..., bool] | None:

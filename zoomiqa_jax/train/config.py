@@ -28,16 +28,12 @@ from typing import Any
 
 import yaml
 
-from zoomiqa_jax.config import ConfigError, ModelConfig
+from zoomiqa_jax.config import DTYPES, REMAT_POLICIES, ConfigError, ModelConfig
 from zoomiqa_jax.processing.image import MAX_PIXELS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DTYPES = ("float32", "bfloat16", "float16")
 MODEL_PRESETS = ("tiny", "qwen2_5_vl_3b", "qwen2_5_vl_7b")
 DECAYS = ("linear", "cosine")
-# "none": no rematerialisation; "full": recompute everything in the backward (jax.checkpoint_policies.
-# nothing_saveable); the others name policies in jax.checkpoint_policies.
-REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable", "everything_saveable")
 
 
 def resolve_path(path: str | Path) -> Path:
