@@ -7,7 +7,7 @@ Random weights of the named preset, bf16 compute with fp32 master weights (`--dt
 device. Every sample is one image of `--image` pixels (W x H) plus text up to `--seq` tokens, all labels
 counted. Each setting (remat policy x scan over layers) is compiled, warmed up, then timed over `--steps` steps;
 the table gives the median step time, tokens/s, the MFU from the config's FLOPs
-(`train.metrics_log.estimate_flops_per_token` + the vision tower) against the device's bf16 peak where known, and
+(`train.flops.estimate_flops_per_token` + the vision tower) against the device's bf16 peak where known, and
 each setting's speed relative to the first row (the baseline measured in the same run).
 """
 
@@ -64,7 +64,7 @@ def main() -> None:
     from zoomiqa_jax.parallel.mesh import make_mesh
     from zoomiqa_jax.parallel.rules import state_shardings
     from zoomiqa_jax.train.config import OptimSection
-    from zoomiqa_jax.train.metrics_log import device_peak_flops, estimate_flops_per_token, estimate_vision_flops
+    from zoomiqa_jax.train.flops import device_peak_flops, estimate_flops_per_token, estimate_vision_flops
     from zoomiqa_jax.train.optim import make_optimizer
     from zoomiqa_jax.train.sft import make_sft_step
     from zoomiqa_jax.train.sft_loop import to_global

@@ -274,15 +274,8 @@ def run_sft(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], Non
     from zoomiqa_jax.processing.prompts import DEFAULT_PROMPTS, load_prompt_file
     from zoomiqa_jax.processing.tokenizer import load_tokenizer
     from zoomiqa_jax.train.checkpointing import TrainCheckpointer, abstract_like, write_model_metadata
-    from zoomiqa_jax.train.metrics_log import (
-        MetricsLogger,
-        device_peak_flops,
-        estimate_flops_per_token,
-        estimate_vision_flops,
-        mfu,
-        progress_bar,
-        show_metrics,
-    )
+    from zoomiqa_jax.train.flops import device_peak_flops, estimate_flops_per_token, estimate_vision_flops, mfu
+    from zoomiqa_jax.train.metrics_log import MetricsLogger, progress_bar, show_metrics
     from zoomiqa_jax.train.optim import check_nonfinite_budget, make_optimizer, nonfinite_count, optimizer_step
     from zoomiqa_jax.train.resume import check_resume_config
     from zoomiqa_jax.train.sft import make_sft_step
