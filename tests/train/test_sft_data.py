@@ -212,10 +212,20 @@ def test_collate_pads_to_buckets(tok, examples, side):
 
 def test_over_long_sequence_is_refused_not_truncated(tok, examples):
     longest = max(len(e.input_ids) for e in examples)
-    with pytest.raises(SequenceTooLongError, match=rf"sequence length of example .*{longest} exceeds .* 512"):
+    assert longest > 512
+    with pytest.raises(SequenceTooLongError,
+                       match=rf"sequence length of example .*{longest} exceeds .* 512 of \[256, 512\]"):
         collate(examples, SFTBuckets(seq_lengths=(256, 512)), pad_token_id=tok.pad_token_id)
-    with pytest.raises(SequenceTooLongError, match="image patches"):
-        collate(examples, SFTBuckets(patch_counts=(16,)), pad_token_id=tok.pad_token_id)
+
+
+def test_patches_past_the_largest_bucket_pad_to_its_next_multiple(tok, examples):
+    n = sum(len(e.pixel_values) for e in examples)
+    assert n > 16 and n % 16  # so the padding is a true round-up, not an exact fit
+    batch = collate(examples, SFTBuckets(patch_counts=(4, 16)), pad_token_id=tok.pad_token_id)
+    assert len(batch["pixel_values"]) == 16 * (n // 16 + 1)
+    assert batch["patch_mask"].sum() == n and batch["patch_mask"][:n].all()
+    np.testing.assert_array_equal(batch["pixel_values"][:n], np.concatenate([e.pixel_values for e in examples]))
+    assert not batch["pixel_values"][n:].any()
 
 
 def test_unreadable_image_is_counted_and_skipped(tok, data_dir, records):

@@ -75,7 +75,7 @@ class RolloutSection:
     temperature: float = 1.0  # Q-Insight / VisualQuality-R1 code; pi_old = the sampling distribution
     top_p: float = 1.0  # 1.0 with top_k 0: sample the full distribution, so recorded log-probs are pi_old's
     top_k: int = 0
-    prompt_buckets: tuple[int, ...] = (256, 512, 1024, 2048, 4096)  # padded prompt lengths; longer is refused
+    prompt_buckets: tuple[int, ...] = (256, 512, 1024, 2048, 4096)  # padded prompt lengths (Buckets.pick)
     new_token_buckets: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)
     seq_buckets: tuple[int, ...] = ()  # padded lengths of the training rows; () = sums of prompt + new-token buckets
     patch_buckets: tuple[int, ...] = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768)  # patches of a batch

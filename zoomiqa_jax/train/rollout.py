@@ -45,14 +45,14 @@ import numpy as np
 from PIL import Image
 
 from zoomiqa_jax.inference import engine
-from zoomiqa_jax.inference.engine import GenerateOutput
+from zoomiqa_jax.inference.engine import Buckets, GenerateOutput
 from zoomiqa_jax.inference.protocol import Protocol
 from zoomiqa_jax.inference.rounds import GenerateFn
 from zoomiqa_jax.inference.trajectory import Trajectory
 from zoomiqa_jax.model import VisionMeta
 from zoomiqa_jax.processing import official_answers
 from zoomiqa_jax.processing.image import num_image_tokens, preprocess_images
-from zoomiqa_jax.train.sft_data import SequenceTooLongError, add_model_inputs, pick_bucket
+from zoomiqa_jax.train.sft_data import SequenceTooLongError, add_model_inputs
 
 _RATING = re.compile(r"""["']?rating["']?\s*:\s*["']?\s*(-?\d+(?:\.\d*)?)""")
 _BARE_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")  # VisualQuality-R1's reading (its reward's -?\d+(\.\d+)?)
@@ -301,8 +301,9 @@ def build_rollout_batch(
     `originals[i]` is trajectory i's image as loaded for sampling (original pixel size); `advantages` [N];
     `min_pixels` / `max_pixels` must be the sampling settings'. Raises RolloutError (naming the image) for a
     trajectory `trajectory_problem` rejects, or images that do
-    not re-render to the sampled grids; SequenceTooLongError for a sequence (or the batch's patches) over the
-    largest bucket. Nothing is truncated.
+    not re-render to the sampled grids; SequenceTooLongError for a sequence over the
+    largest sequence bucket. The batch's patches pad to a patch bucket (`Buckets.pick`: past the largest one, the
+    next multiple of it). Nothing is truncated.
     """
     n = len(trajectories)
     if n == 0:
@@ -322,7 +323,7 @@ def build_rollout_batch(
             raise SequenceTooLongError(f"build_rollout_batch: trajectory of image {t.image!r} has "
                                        f"{len(t.token_ids)} tokens, over the largest sequence bucket "
                                        f"{max(seq_buckets)} (sequences are never truncated)")
-    width = pick_bucket(max(len(t.token_ids) for t in trajectories), seq_buckets, "rollout sequence length")
+    width = Buckets.pick(max(len(t.token_ids) for t in trajectories), seq_buckets)
     batch: dict[str, Any] = {
         "input_ids": np.full((n, width), pad_token_id, np.int32),
         "attention_mask": np.zeros((n, width), np.int32),
@@ -355,8 +356,7 @@ def build_rollout_batch(
         positions = np.flatnonzero(batch["candidate_mask"][row])
         batch["logit_positions"][row, :len(positions)] = positions
     flat = np.concatenate(pixels).astype(np.float32)
-    names = [t.image for t in trajectories]
-    total = pick_bucket(len(flat), patch_buckets, f"image patches of the rollout batch {names}")
+    total = Buckets.pick(len(flat), patch_buckets)
     batch["pixel_values"] = np.concatenate([flat, np.zeros((total - len(flat), flat.shape[1]), np.float32)])
     batch["patch_mask"] = np.arange(total) < len(flat)
     batch["image_grid_thw"] = np.concatenate(grids).astype(np.int64)

@@ -321,23 +321,16 @@ def _example(
 @dataclass(frozen=True)
 class SFTBuckets:
     """Static sizes a batch is padded up to: the sequence length and the total patch count of the batch.
-    Patch buckets must be multiples of the merge unit (4). Anything over the largest bucket is refused."""
+    Patch buckets must be multiples of the merge unit (4). Sizes are picked by the inference engine's one rule
+    (`inference.engine.Buckets.pick`: the smallest bucket that holds the value, above the largest one the next
+    multiple of it); an example longer than the largest sequence bucket is refused (`collate`)."""
 
     seq_lengths: tuple[int, ...] = (256, 512, 1024, 2048, 4096)
     patch_counts: tuple[int, ...] = (256, 1024, 2048, 4096, 8192, 16384)
 
 
 class SequenceTooLongError(ValueError):
-    """An example (or a batch's patches) does not fit the largest bucket; nothing is ever truncated."""
-
-
-def pick_bucket(value: int, options: Sequence[int], what: str) -> int:
-    """The smallest option >= value; SequenceTooLongError when `value` exceeds them all."""
-    for option in sorted(options):
-        if value <= option:
-            return option
-    raise SequenceTooLongError(f"{what}: {value} exceeds the largest bucket {max(options)}; add a larger bucket "
-                               "or drop the example (sequences are never truncated)")
+    """A sequence longer than the largest sequence bucket; nothing is ever truncated."""
 
 
 def collate(
@@ -347,9 +340,10 @@ def collate(
     """Pad a batch to static buckets; NumPy arrays only.
 
     Returns input_ids / labels / attention_mask [batch, T] int32 (T = the smallest sequence bucket that holds
-    the longest example; pad: `pad_token_id`, label -100, mask 0; on the right by default, `padding_side="left"`
-    puts it first), pixel_values [P, D] float32 (every row's patches in row order, then zero patches up to
-    the patch bucket P), patch_mask [P] bool (True on real patches), image_grid_thw [images, 3] int64 (all
+    the longest example, SequenceTooLongError naming it when none does; pad: `pad_token_id`, label -100, mask 0;
+    on the right by default, `padding_side="left"` puts it first), pixel_values [P, D] float32 (every row's
+    patches in row order, then zero patches up to the patch bucket P, `Buckets.pick`: past the largest bucket
+    the next multiple of it), patch_mask [P] bool (True on real patches), image_grid_thw [images, 3] int64 (all
     images in row order, unpadded: host-side metadata), image_counts [batch] int32, mos [batch] float32.
     """
     if not examples:
@@ -358,8 +352,15 @@ def collate(
         raise ValueError(f"collate: padding_side must be 'left' or 'right', found {padding_side!r}")
     if any(p % merge_unit for p in buckets.patch_counts):
         raise ValueError(f"collate: patch buckets {buckets.patch_counts} must be multiples of {merge_unit}")
+    from zoomiqa_jax.inference.engine import Buckets
+
     longest = max(examples, key=lambda e: len(e.input_ids))
-    t = pick_bucket(len(longest.input_ids), buckets.seq_lengths, f"sequence length of example {longest.key!r}")
+    if len(longest.input_ids) > max(buckets.seq_lengths):
+        raise SequenceTooLongError(
+            f"collate: sequence length of example {longest.key!r}: {len(longest.input_ids)} exceeds the largest "
+            f"bucket {max(buckets.seq_lengths)} of {list(buckets.seq_lengths)}; add a larger bucket to "
+            "data.seq_buckets or drop the example (sequences are never truncated)")
+    t = Buckets.pick(len(longest.input_ids), buckets.seq_lengths)
     b = len(examples)
     out = {
         "input_ids": np.full((b, t), pad_token_id, np.int32),
@@ -373,7 +374,7 @@ def collate(
         out["labels"][row, cols] = ex.labels
         out["attention_mask"][row, cols] = ex.attention_mask
     pixels = np.concatenate([ex.pixel_values for ex in examples]).astype(np.float32)
-    p = pick_bucket(len(pixels), buckets.patch_counts, f"image patches of the batch {[e.key for e in examples]}")
+    p = Buckets.pick(len(pixels), buckets.patch_counts)
     out["pixel_values"] = np.concatenate([pixels, np.zeros((p - len(pixels), pixels.shape[1]), np.float32)])
     out["patch_mask"] = np.arange(p) < len(pixels)
     out["image_grid_thw"] = np.concatenate([ex.image_grid_thw for ex in examples]).astype(np.int64)
@@ -385,13 +386,13 @@ def collate(
 def add_model_inputs(batch: dict[str, Any], config: Any, patch_buckets: Sequence[int] | None = None) -> dict[str, Any]:
     """`batch` plus `position_ids` [3, batch, T] (M-RoPE, `get_rope_index`) and `vision_meta` (padded to the
     patch bucket, as the inference engine does), the inputs `train.sft.forward_loss` reads."""
-    from zoomiqa_jax.inference.engine import pad_vision_meta
+    from zoomiqa_jax.inference.engine import Buckets, pad_vision_meta
     from zoomiqa_jax.model import get_rope_index, vision_metadata
 
     grids = batch["image_grid_thw"]
     position_ids, _ = get_rope_index(config, batch["input_ids"], batch["attention_mask"], grids)
     n_patches = len(batch["pixel_values"])
-    chunk = pick_bucket(int(grids.prod(-1).max()), patch_buckets or SFTBuckets().patch_counts, "longest image")
+    chunk = Buckets.pick(int(grids.prod(-1).max()), patch_buckets or SFTBuckets().patch_counts)
     meta = pad_vision_meta(vision_metadata(grids, config.vision), n_patches, config.vision.merge_unit,
                            full_chunk=chunk if n_patches > 3 * chunk else None)
     return dict(batch, position_ids=position_ids, vision_meta=meta)
