@@ -1,14 +1,23 @@
-"""Read and write safetensors files in NumPy, one tensor at a time, without torch or the safetensors package.
+"""Read and write safetensors checkpoints in NumPy, one tensor at a time, without torch.
 
 The format: an 8-byte little-endian header length N, N bytes of JSON
 `{"name": {"dtype": "BF16", "shape": [...], "data_offsets": [begin, end]}, ..., "__metadata__": {...}}`
 (padded with spaces to a multiple of 8), then the raw little-endian bytes of every tensor, back to back, with
 offsets counted from the end of the header.
 
-Reading maps each file with `mmap` and copies one tensor out per `get_tensor` call; the pages just read are
-then dropped from this process (`MADV_DONTNEED`), so a reader costs about one tensor on top of what the caller
-keeps. Writing takes the tensor list (name, shape, dtype) first, so each header is known before any data,
-then one array at a time.
+Reading goes through the `safetensors` package: `safe_open(framework="numpy", backend="pread")` checks the header
+(JSON, dtypes, shapes, overflow, offsets covering the data exactly) and `get_tensor` preads one tensor into a
+fresh array, so a reader costs about one tensor on top of what the caller keeps (its default "mmap" backend keeps
+every page read resident until the file closes: the whole file in the peak RSS docs/conversion.md bounds). BF16
+arrives as `ml_dtypes.bfloat16`, a dtype name numpy knows once ml_dtypes is imported.
+
+Still written here, and why:
+- the writer: safetensors' writers (`safetensors.numpy.save_file`, `serialize_file`) take every tensor of a file
+  at once, so a whole shard (4 GB by default; the model, when smaller) would sit in memory. Here the header is
+  built from the tensor list (name, shape, dtype) first, then the arrays are written one at a time.
+- F8_E4M3 / F8_E5M2 reads: safetensors' numpy API (0.8) looks these dtypes up on the numpy module, which lacks
+  them; they are read at the header's offsets with the ml_dtypes dtype.
+- naming what is wrong in a bad file: safetensors' errors do not say which tensor; `_explain` reads the header.
 
 A checkpoint directory holds either `model.safetensors` or shards `model-00001-of-0000N.safetensors` listed in
 `model.safetensors.index.json` (`{"metadata": {"total_size": bytes}, "weight_map": {name: shard file}}`),
@@ -19,8 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import mmap
-import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +35,7 @@ from typing import Any, NamedTuple
 
 import ml_dtypes
 import numpy as np
+from safetensors import SafetensorError, safe_open
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -91,93 +99,93 @@ def numpy_dtype(code: str) -> np.dtype:
 
 
 # ---------------------------------------------------------------------------------------------------- reading
+_NOT_IN_NUMPY_API = {np.dtype(ml_dtypes.float8_e4m3fn), np.dtype(ml_dtypes.float8_e5m2)}
+
+
+def _explain(path: Path) -> str | None:
+    """Where `path` is wrong, when safetensors refused it: a header length past the file, or the tensor whose
+    offsets do not fit its shape and dtype or the data (None: safetensors' own message says it all)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            return None
+        (n,) = struct.unpack("<Q", raw)
+        if n > min(size - 8, _MAX_HEADER):
+            return f"header length {n} does not fit the file size {size}"
+        try:
+            header = dict(json.loads(f.read(n)))
+        except (ValueError, TypeError):
+            return None
+    header.pop("__metadata__", None)
+    for name, info in header.items():
+        try:
+            shape, (begin, end) = info["shape"], (int(x) for x in info["data_offsets"])
+            if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+                return None
+            nbytes = math.prod(shape) * numpy_dtype(info["dtype"]).itemsize
+        except (KeyError, TypeError, ValueError):
+            return None
+        if end - begin != nbytes or begin < 0 or end > size - 8 - n:
+            return (f"tensor {name!r} has offsets [{begin}, {end}] for {nbytes} bytes of {info['dtype']}{shape}; "
+                    f"data section is {size - 8 - n} bytes")
+    return None
+
+
 class SafetensorsFile:
-    """One `.safetensors` file, memory-mapped; `get_tensor` returns an owned copy of one tensor."""
+    """One `.safetensors` file, opened with `safetensors.safe_open`; `get_tensor` returns an owned copy."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        if not self.path.is_file():
+            raise SafetensorsError(f"{self.path}: no such file")
         try:
-            self._file = open(self.path, "rb")  # noqa: SIM115 (closed in close())
-        except FileNotFoundError:
-            raise SafetensorsError(f"{self.path}: no such file") from None
-        self._mm: mmap.mmap | None = None
+            self._file = safe_open(self.path, framework="numpy", backend="pread")
+        except SafetensorError as e:
+            why = _explain(self.path)
+            raise SafetensorsError(f"{self.path}: {why} (safetensors: {e})" if why else f"{self.path}: {e}") from None
         try:
-            self._read_header()
+            self.metadata: dict[str, str] = self._file.metadata() or {}
+            self.specs: dict[str, TensorSpec] = {}
+            for name in self._file.offset_keys():  # file order
+                view = self._file.get_slice(name)
+                try:
+                    dtype = numpy_dtype(view.get_dtype())
+                except SafetensorsError as e:
+                    raise SafetensorsError(f"{self.path}: tensor {name!r}: {e}") from None
+                self.specs[name] = TensorSpec(name, tuple(view.get_shape()), dtype)
         except BaseException:
-            self._file.close()
+            self.close()
             raise
-
-    def _read_header(self) -> None:
-        size = os.fstat(self._file.fileno()).st_size
-        raw = self._file.read(8)
-        if len(raw) < 8:
-            raise SafetensorsError(f"{self.path}: {size} bytes, too short for a safetensors header")
-        (n,) = struct.unpack("<Q", raw)
-        if n > min(size - 8, _MAX_HEADER):
-            raise SafetensorsError(f"{self.path}: header length {n} does not fit the file size {size}")
-        try:
-            header = json.loads(self._file.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise SafetensorsError(f"{self.path}: header is not valid JSON ({e})") from None
-        if not isinstance(header, dict):
-            raise SafetensorsError(f"{self.path}: header is a JSON {type(header).__name__}, expected an object")
-        self.metadata: dict[str, str] = header.pop("__metadata__", None) or {}
-        self._start = 8 + n
-        self.specs: dict[str, TensorSpec] = {}
-        self._offsets: dict[str, tuple[int, int]] = {}
-        data_len = size - self._start
-        for name, info in header.items():
-            try:
-                shape = tuple(info["shape"])
-                if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-                    raise ValueError("shape must be a list of non-negative integers")
-                spec = TensorSpec(name, shape, numpy_dtype(info["dtype"]))
-                begin, end = (int(x) for x in info["data_offsets"])
-            except (KeyError, TypeError, ValueError, OverflowError) as e:
-                raise SafetensorsError(f"{self.path}: bad header entry {name!r}: {info!r} ({e})") from None
-            if end - begin != spec.nbytes or begin < 0 or end > data_len:
-                raise SafetensorsError(
-                    f"{self.path}: tensor {name!r} has offsets [{begin}, {end}] for {spec.nbytes} bytes of "
-                    f"{info['dtype']}{list(spec.shape)}; data section is {data_len} bytes"
-                )
-            self.specs[name] = spec
-            self._offsets[name] = (begin, end)
+        self._starts: dict[str, int] | None = None  # file offset of each tensor, for F8 reads
 
     def keys(self) -> list[str]:
         return list(self.specs)
 
     def get_tensor(self, name: str) -> np.ndarray:
-        """A writable NumPy copy of tensor `name`; the mapped pages are released right after."""
+        """A writable NumPy array of tensor `name`, read from the file (nothing of the file stays mapped)."""
         if name not in self.specs:
             raise KeyError(f"{self.path}: no tensor {name!r}")
         spec = self.specs[name]
-        begin, end = self._offsets[name]
-        if end == begin:
-            return np.zeros(spec.shape, spec.dtype)
-        if self._mm is None:
-            self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
-        lo, hi = self._start + begin, self._start + end
-        count = int(np.prod(spec.shape, dtype=np.int64))
-        out = np.frombuffer(self._mm, dtype=spec.dtype, count=count, offset=lo).reshape(spec.shape).copy()
-        self._release(lo, hi)
-        return out
-
-    def _release(self, lo: int, hi: int) -> None:
-        """Drop the pages of [lo, hi) from this process's resident set (they stay in the page cache)."""
-        if not hasattr(mmap, "MADV_DONTNEED") or self._mm is None:
-            return
-        page = mmap.PAGESIZE
-        start = lo - lo % page
+        if spec.dtype in _NOT_IN_NUMPY_API:
+            return self._read_raw(spec)
         try:
-            self._mm.madvise(mmap.MADV_DONTNEED, start, hi - start)
-        except (OSError, ValueError):
-            pass
+            return self._file.get_tensor(name)
+        except SafetensorError as e:
+            raise SafetensorsError(f"{self.path}: tensor {name!r}: {e}") from None
+
+    def _read_raw(self, spec: TensorSpec) -> np.ndarray:
+        """Read `spec` at its header offset (safe_open has checked the header)."""
+        if self._starts is None:
+            with open(self.path, "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(n))
+            self._starts = {k: 8 + n + v["data_offsets"][0] for k, v in header.items() if k != "__metadata__"}
+        count = math.prod(spec.shape)
+        return np.fromfile(self.path, spec.dtype, count, offset=self._starts[spec.name]).reshape(spec.shape)
 
     def close(self) -> None:
-        if self._mm is not None:
-            self._mm.close()
-            self._mm = None
-        self._file.close()
+        self._file.__exit__(None, None, None)  # safe_open's close; a closed file refuses further reads
 
     def __enter__(self) -> SafetensorsFile:
         return self
