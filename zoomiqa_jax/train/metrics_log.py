@@ -2,11 +2,12 @@
 
 Each `MetricsLogger.log` call writes one line to `metrics.jsonl` and one TensorBoard Event holding every scalar of
 the step (a Summary with one `simple_value` per tag) to `tensorboard/events.out.tfevents.*`; tensorboardX writes
-the TFRecord framing, the masked CRC-32C and the protobuf. Its writer queues events for a background thread that
-flushes the file every `flush_secs`; `close` writes everything that is left. FLOPs and MFU are in `train.flops`.
+the TFRecord framing, the masked CRC-32C and the protobuf. Its writer queues events for a background thread
+that flushes the file every `TENSORBOARD_FLUSH_SECS`; `close` writes everything left. FLOPs and MFU: `train.flops`.
 
 tensorboardX is imported only when a logger with TensorBoard on is made. Note that its package imports torch when
-torch is installed (to accept torch tensors); nothing here needs torch, and without it tensorboardX works the same.
+torch is installed (to accept torch tensors), as transformers' tokenizer loading already does in a training run;
+nothing here needs torch, and without it tensorboardX works the same.
 
 Only process 0 writes (`jax.process_index() == 0`); other processes get a logger that does nothing.
 """
