@@ -5,7 +5,11 @@ clipped to [1, 5], their error classes; and where it differs from the project's 
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from tests.processing.test_answers import FRAGMENTS
+from zoomiqa_jax.inference.protocol import Protocol
 from zoomiqa_jax.processing.answers import parse_zoomiqa_answer
 from zoomiqa_jax.processing.official_answers import (
     AnswerParseError,
@@ -154,3 +158,19 @@ def test_never_raises_on_hostile_replies():
         answer = parse_official_answer(text)
         assert answer.rating is None and answer.error is not None
         assert not math.isnan(answer.raw_rating or 0.0)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.text(), st.lists(st.sampled_from(FRAGMENTS), max_size=40).map("".join)))
+def test_official_reading_never_raises_and_agrees_with_extract_rating(text):
+    answer = parse_official_answer(text)
+    assert answer.error is None or answer.rating is None
+    try:
+        rating = extract_rating(text)
+    except AnswerParseError as err:
+        assert answer.rating is None and answer.error == err.kind
+    else:
+        assert answer.rating == rating and 1.0 <= rating <= 5.0
+    assert Protocol("official").answer_valid(answer) == (answer.rating is not None)
+    Protocol("official").format_problems([text])
+    Protocol("official").format_problems([text, text])
