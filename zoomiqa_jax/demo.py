@@ -49,7 +49,7 @@ MARKER = ".zoomiqa-demo"  # written into --out when the demo takes the folder; o
 DEMO_PROMPTS = Path(__file__).resolve().parent / "assets" / "demo_prompts.yaml"
 IMAGE_SIZE = 112  # short side of the synthetic images (pixels); 112 x ~150 -> 48 to 64 image tokens
 MAX_PIXELS = 112 * 112 * 2
-LOCAL_FRACTION = 0.6  # share of the darkened images (train and held out) whose flaw is one patch
+LOCAL_FRACTION = 0.5  # share of the darkened images (train and held out) whose flaw is one patch
 
 # The demo's SFT run: configs/sft_tiny.yaml holds the same values (a test keeps them equal).
 SFT_OVERRIDES = {
@@ -148,7 +148,7 @@ def make_data(out: Path, train_images: int, eval_images: int, seed: int, progres
 
     report = build_demo_set(out / "data", train_images, seed=seed, image_size=IMAGE_SIZE, style="compact",
                             kinds=DEMO_KINDS, progress=progress, local_fraction=LOCAL_FRACTION)
-    write_scenes(out / "heldout" / "scenes", eval_images, seed=seed + 10_000)
+    write_scenes(out / "heldout" / "scenes", eval_images, seed=seed + 10_000, light=True)
     generate_degradation_set(out / "heldout" / "scenes", out / "heldout" / "images", seed + 10_000,
                              resize_short=IMAGE_SIZE, progress=progress, kinds=DEMO_KINDS,
                              local_fraction=LOCAL_FRACTION)

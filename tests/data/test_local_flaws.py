@@ -20,6 +20,7 @@ from zoomiqa_jax.train.sft_data import load_sft_jsonl
 
 def test_local_box_is_inside_the_image_with_the_given_side():
     assert local_box(0.3, 0.5, 0.5) == [0.35, 0.35, 0.65, 0.65]
+    assert local_box(0.45, 0.25, 0.25) == [0.02, 0.02, 0.47, 0.47]  # float 0.025 rounds down
     assert local_box(0.7, 0.25, 0.75) == [0.0, 0.3, 0.7, 1.0]  # shifted inside on both axes
     for side in LOCAL_SIDES:
         for cx in LOCAL_CENTRES:

@@ -18,10 +18,11 @@ The labels use the vocabulary of the Q-Insight prompt: `distortion_class` is "no
 (for jpeg), "darken" or "null"; `severity` is a level name, or "null" for the undistorted image.
 
 Local flaws (`local_fraction` > 0, the demo's zooming data): a distortion confined to one square-ish patch of known
-position and size (`degrade_region`). The patch side, as a fraction of each image side, is drawn from
-LOCAL_SIDES (small to large) and its centre from a 3 x 3 grid (LOCAL_CENTRES) so that where it sits is a small,
-learnable choice; the label then carries `scope` ("local", "global" or "none") and `flaw_box`, the patch as a
-normalized [x1, y1, x2, y2] (two decimals; [0, 0, 1, 1] for a global flaw, null for a clean image).
+position and size (`degrade_region`). The patch side, as a fraction of each image side, is drawn from LOCAL_SIDES
+(small to large), its centre from the quadrant centres LOCAL_CENTRES (so that where it sits is a small, learnable
+choice) and its severity from LOCAL_LEVELS; the label then carries `scope` ("local", "global" or "none") and
+`flaw_box`, the patch as a normalized [x1, y1, x2, y2] (two decimals; [0, 0, 1, 1] for a global flaw, null for a
+clean image).
 """
 
 from __future__ import annotations
@@ -48,9 +49,11 @@ BLUR_SIGMA = (1.0, 2.0, 3.0, 4.0, 5.0)
 JPEG_QUALITY = (25, 18, 12, 8, 5)
 DARKEN_GAMMA = (1.4, 1.7, 2.1, 2.6, 3.2)
 
-# Local flaws: patch sides (fraction of the image side) and patch centres (fraction of the image size).
-LOCAL_SIDES = (0.3, 0.35, 0.4, 0.45, 0.5, 0.7, 0.85)
-LOCAL_CENTRES = (0.25, 0.5, 0.75)
+# Local flaws: patch sides (fraction of the image side), patch centres (fraction of the image size: the four
+# quadrants) and severities (the visible ones: a slight patch is hard to find even for a person at full view).
+LOCAL_SIDES = (0.35, 0.45, 0.7, 0.85)
+LOCAL_CENTRES = (0.25, 0.75)
+LOCAL_LEVELS = ("obvious", "serious", "catastrophic")
 SCOPES = ("local", "global", "none")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -214,7 +217,8 @@ def generate_degradation_set(
     skipped, counted and listed in the report, never fatal.
 
     `local_fraction` > 0 (mode "one" only): a distorted image is a local flaw with that probability (a patch,
-    `degrade_region`; side from LOCAL_SIDES, centre from LOCAL_CENTRES, named "..._local.png"), else global.
+    `degrade_region`; side from LOCAL_SIDES, centre from LOCAL_CENTRES, severity redrawn from LOCAL_LEVELS,
+    named "..._local.png"), else global.
     Every label then carries `scope` and `flaw_box` (module docstring); the MOS is that of the severity either
     way, so that the size of a small flaw's damage is only visible up close. With 0 (the default) the draws,
     files and labels are exactly those of the global-only set.
@@ -263,7 +267,8 @@ def generate_degradation_set(
                 if local_fraction:
                     flaw = _draw_flaw(rng, kind, local_fraction)
                 if flaw.get("scope") == "local":
-                    name = name[: -len(".png")] + "_local.png"
+                    level = LOCAL_LEVELS[int(rng.integers(len(LOCAL_LEVELS)))]
+                    name = f"{stem}__{kind}_{level}_local.png"
                     degrade_region(base, kind, level, item_seed, flaw["flaw_box"]).save(out / name, format="PNG")
                 else:
                     degrade(base, kind, level, seed=item_seed).save(out / name, format="PNG")

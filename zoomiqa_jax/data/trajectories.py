@@ -340,10 +340,11 @@ def build_demo_set(
 
     Writes `out_dir/scenes/`, `out_dir/degraded/` (images + labels.jsonl) and the trajectory file.
     `image_size` downsizes the short side of every degraded image (None keeps the scene size). `local_fraction` > 0
-    makes that share of the distorted images local flaws whose trajectories crop by the flaw (module docstring).
+    makes that share of the distorted images local flaws whose trajectories crop by the flaw (module docstring),
+    on light scenes (`data.synthetic.make_scene(light=True)`: the patch is the only dark region).
     """
     out = Path(out_dir)
-    write_scenes(out / "scenes", n_scenes, seed=seed)
+    write_scenes(out / "scenes", n_scenes, seed=seed, light=bool(local_fraction))
     extra: dict[str, Any] = {} if kinds is None else {"kinds": tuple(kinds)}
     if local_fraction:
         extra["local_fraction"] = local_fraction
