@@ -51,6 +51,22 @@ def test_deqa_metas_load_with_bad_records_listed(deqa_file, tmp_path):
     assert out.summary()["n_bad"] == 3
 
 
+def test_own_question_kept_raw_for_the_official_protocol(deqa_file, tmp_path):
+    """Issue 18 item 2: the authors' stage 1 removes only the image tag from conversations[0] (the newline
+    stays), their stage-2 history turn is the raw string; our strict question is stripped."""
+    from zoomiqa_jax.eval.runner import _text_field
+    from zoomiqa_jax.inference.protocol import make_protocol
+
+    first, second = load_labels(deqa_file, root=tmp_path).records
+    assert first.question_raw is None
+    assert second.question_raw == "Rate the quality of this image.\n<|image|>"
+    assert second.to_dict()["question_raw"] == second.question_raw
+    own = [_text_field(r, "question_raw") or _text_field(r, "question") for r in (first, second)]  # as eval reads
+    drawn, kept = make_protocol("official").draw_questions(own)
+    assert kept == ("Rate the quality of this image.\n", "Rate the quality of this image.\n<|image|>")
+    assert drawn[0] == drawn[1] and drawn[0] in make_protocol("official").prompts.zoomiqa_questions
+
+
 def test_deqa_raw_score_key_reads_gt_score(deqa_file, tmp_path):
     out = load_labels(deqa_file, "deqa", root=tmp_path, score_key="gt_score", valid_range=(1.0, 100.0))
     assert [r.mos for r in out.records] == [77.38, 30.9, 50.0, 99.0, 60.0]

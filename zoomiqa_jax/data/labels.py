@@ -46,6 +46,9 @@ class LabelRecord:
     question: str | None = None
     distortion_class: str | None = None
     severity: str | None = None
+    # the record's own question exactly as the file writes it (`conversations[0]`, image tag and spaces kept), for
+    # the official protocol: the authors' stage 1 removes only the tag from it, their stage-2 history keeps it whole
+    question_raw: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -165,6 +168,14 @@ def _turn(conversations: Any, role: str) -> Any:
         if isinstance(turn, dict) and turn.get("from") == role:
             return turn.get("value")
     raise _Bad(f"'conversations' has no turn from {role!r}")
+
+
+def _raw_question(item: dict[str, Any]) -> str | None:
+    """`processing.official_inputs.record_question`'s raw string: conversations[0]'s "value" or "content"."""
+    from zoomiqa_jax.processing.official_inputs import record_question
+
+    own = record_question(item)
+    return None if own is None else own.history
 
 
 def _question(item: dict[str, Any]) -> str | None:
@@ -307,6 +318,7 @@ def load_labels(
                 question=question,
                 distortion_class=dclass,
                 severity=severity,
+                question_raw=_raw_question(item),
             )
         )
     return LoadResult(path=path, format=chosen, records=records, bad=bad)

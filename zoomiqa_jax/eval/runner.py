@@ -182,7 +182,8 @@ def evaluate_set(
         record = eval_set.source[i]
         keys.append(record_key(record, i))
         if official:
-            own.append(_text_field(record, "question"))
+            # the raw conversations[0] text where the file has one (label files), else the question field (tfds)
+            own.append(_text_field(record, "question_raw") or _text_field(record, "question"))
     # official: the authors' question draw runs over the whole set in order (resumed and other shards' items
     # included), and their loader reads the image file itself (no EXIF transpose, its own mode)
     questions = protocol.draw_questions(own) if official else None
