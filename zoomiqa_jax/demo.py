@@ -49,7 +49,7 @@ MARKER = ".zoomiqa-demo"  # written into --out when the demo takes the folder; o
 DEMO_PROMPTS = Path(__file__).resolve().parent / "assets" / "demo_prompts.yaml"
 IMAGE_SIZE = 112  # short side of the synthetic images (pixels); 112 x ~150 -> 48 to 64 image tokens
 MAX_PIXELS = 112 * 112 * 2
-LOCAL_FRACTION = 0.5  # share of the darkened images (train and held out) whose flaw is one patch
+LOCAL_FRACTION = 0.6  # share of the darkened images (train and held out) whose flaw is one patch
 
 # The demo's SFT run: configs/sft_tiny.yaml holds the same values (a test keeps them equal).
 SFT_OVERRIDES = {
@@ -74,7 +74,7 @@ GRPO_OVERRIDES = {
     "rollout.patch_buckets": "[256,4096,8192]", "rollout.protocol": "official",
 }
 # The size flags' defaults, and their values under --quick (an explicit flag wins over both).
-SIZE_DEFAULTS = {"train_images": 256, "eval_images": 48, "sft_steps": 500, "grpo_steps": 60, "max_new_tokens": 256,
+SIZE_DEFAULTS = {"train_images": 384, "eval_images": 48, "sft_steps": 500, "grpo_steps": 60, "max_new_tokens": 256,
                  "batch_size": 16}
 QUICK_SIZES = {"train_images": 16, "eval_images": 4, "sft_steps": 4, "grpo_steps": 1, "max_new_tokens": 64,
                "batch_size": 4}
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "install; the numbers mean nothing): " + ", ".join(f"--{k.replace('_', '-')} {v}"
                                                                       for k, v in QUICK_SIZES.items())
                    + ", and GRPO with 2 images x 4 samples of 64 new tokens")
-    p.add_argument("--train-images", type=int, help="synthetic training images (default 256)")
+    p.add_argument("--train-images", type=int, help="synthetic training images (default 384)")
     p.add_argument("--eval-images", type=int, help="held-out images (default 48)")
     p.add_argument("--sft-steps", type=int, help="SFT optimizer steps of 8 examples (default 500)")
     p.add_argument("--grpo-steps", type=int, help="GRPO steps of 4 images x 8 samples; 0 skips GRPO (default 60)")

@@ -51,7 +51,7 @@ DARKEN_GAMMA = (1.4, 1.7, 2.1, 2.6, 3.2)
 
 # Local flaws: patch sides (fraction of the image side), patch centres (fraction of the image size: the four
 # quadrants) and severities (the visible ones: a slight patch is hard to find even for a person at full view).
-LOCAL_SIDES = (0.35, 0.45, 0.7, 0.85)
+LOCAL_SIDES = (0.35, 0.45, 0.8)
 LOCAL_CENTRES = (0.25, 0.75)
 LOCAL_LEVELS = ("obvious", "serious", "catastrophic")
 SCOPES = ("local", "global", "none")
