@@ -1,4 +1,5 @@
-"""`zoomiqa demo`: data -> SFT -> GRPO -> evaluation on this CPU; SFT learns (issue 5), GRPO runs (issue 6)."""
+"""`zoomiqa demo`: data -> SFT -> GRPO -> evaluation on this CPU; the mechanics of every stage, the zoom included
+(issues 5, 6, 20). The learning numbers are in README and docs/grpo.md."""
 
 from __future__ import annotations
 
@@ -50,12 +51,22 @@ def test_demo_learns(tmp_path, capsys):
     init, sft, grpo = summary["stages"]
     # a random model writes no valid answer: counted as invalid, no correlation is made up
     assert init["valid"] <= 2 and init["srcc"] is None
-    # SFT: valid answers, held-out SRCC >= 0.6 (issue 5, must-show 4)
-    assert sft["valid"] >= 0.9 * sft["n"]
-    assert sft["srcc"] >= 0.6, sft
+    # SFT: valid answers and a correlation; its value is the demo's learning result, reported with machine and
+    # date in README and docs/grpo.md, not asserted here (issue 20: CI checks the mechanics, not the learning)
+    assert sft["valid"] >= 0.9 * sft["n"] and sft["srcc"] is not None, sft
     # GRPO ran from the SFT weights with the Zoom-IQA rewards: every step logged its rewards and rollout
     # statistics, KL-Coverage acted on the second pass over each batch, and the policy still answers validly.
     # Whether the reward rises needs the default number of steps (README, docs/grpo.md), not asserted here.
+    # the zoom (issue 20): the trained model crops held-out images, with boxes inside the image; how often and
+    # how well is the demo's learning result (README, docs/grpo.md), not asserted here
+    zoom = sft["zoom"]
+    assert zoom["n"]["local"] + zoom["n"]["global"] + zoom["n"]["none"] == sft["n"] and zoom["n"]["local"] > 0
+    preds = [json.loads(line) for line in (out / "eval" / "sft" / "predictions.jsonl").read_text().splitlines()]
+    crops = [p["trajectory"]["rounds"][0]["bbox_normalized"] for p in preds if p["zoomed"]]  # the crops cut
+    assert crops, "the SFT model never cropped"
+    assert all(len(b) == 4 and 0 <= b[0] < b[2] <= 1 and 0 <= b[1] < b[3] <= 1 for b in crops), crops
+    assert zoom["n_iou"] >= 1 and 0.0 <= zoom["iou_median"] <= 1.0
+    assert "## The zoom" in (out / "report.md").read_text()
     history = summary["grpo_history"]
     group = int(demo.GRPO_OVERRIDES["grpo.group_size"]) * int(demo.GRPO_OVERRIDES["data.batch_size"])
     assert len(history) == CI_GRPO_STEPS
