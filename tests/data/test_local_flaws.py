@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoomiqa_jax.data.degrade import (LOCAL_CENTRES, LOCAL_SIDES, box_pixels, degrade, degrade_region,
-                                      generate_degradation_set, local_box)
+from zoomiqa_jax.data.degrade import (
+    LOCAL_CENTRES,
+    LOCAL_SIDES,
+    box_pixels,
+    degrade,
+    degrade_region,
+    generate_degradation_set,
+    local_box,
+)
 from zoomiqa_jax.data.synthetic import make_scene, write_scenes
 from zoomiqa_jax.data.trajectories import CROP_MAX_SIDE, build_demo_set, flaw_crop_box
 from zoomiqa_jax.eval.zoom_metrics import zoom_metrics
