@@ -74,7 +74,7 @@ def test_eval_writes_all_files_and_resumes_only_missing_items(
     assert metrics["invalid_by_class"][runner.UNREADABLE] == 1
     env = json.loads((out / "environment.json").read_text())
     assert env["jax"] and env["flax"] and env["devices"]
-    assert "Zoom-IQA | seeds/000 Table 1" in (out / "report.md").read_text()
+    assert "Zoom-IQA | arXiv:2601.02918 Table 1" in (out / "report.md").read_text()
 
     # delete half of the predictions (a partial last line too): the rerun recomputes exactly that half
     kept, dropped = rows[: N_IMAGES // 2], rows[N_IMAGES // 2:]
@@ -153,7 +153,7 @@ def test_metrics_and_report_of_valid_predictions(tmp_path: Path) -> None:
     assert column_of("KonIQ-10k") == "koniq"
     ours = next(line for line in report.splitlines() if line.startswith("| this run (raw)"))
     assert f"{m['scores']['plcc']:.3f} / {m['scores']['srcc']:.3f}" in ours.split("|")[3]
-    zoom = PUBLISHED[("Zoom-IQA", "seeds/000 Table 1")]["koniq"]
+    zoom = PUBLISHED[("Zoom-IQA", "arXiv:2601.02918 Table 1")]["koniq"]
     assert f"{zoom[0]:.3f} / {zoom[1]:.3f}" in report
     assert (tmp_path / "plots" / "KonIQ-10k_scatter.png").is_file()
 
@@ -180,15 +180,15 @@ def test_degradation_report_has_table3_layout_beside_published_rows(tmp_path: Pa
     summary = {"config_hash": "h", "task": "qinsight_degradation", "datasets": {"degradation": m}}
     report = write_report(tmp_path, summary, {"degradation": rows},
                           {"checkpoint": "ckpt", "task": "qinsight_degradation", "sampling": {}}).read_text()
-    assert "## Degradation perception (seeds/002 Table 3)" in report
+    assert "## Degradation perception (arXiv:2503.22679 Table 3)" in report
     assert "| model | source | metric | Noise | Blur | JPEG | Darken | Null | Average |" in report
     ours_class = next(x for x in report.splitlines() if x.startswith("| this run: degradation (n=5)") and "Deg." in x)
     ours_level = next(x for x in report.splitlines() if x.startswith("| this run: degradation (n=5)") and "Lev." in x)
     # columns Noise, Blur, JPEG, Darken (absent: blank), Null, Average (macro over the classes present)
     assert [c.strip() for c in ours_class.split("|")[4:10]] == ["1.0000", "0.0000", "1.0000", "", "1.0000", "0.7500"]
     assert [c.strip() for c in ours_level.split("|")[4:10]] == ["0.5000", "0.0000", "1.0000", "", "-", "0.5000"]
-    q = PUBLISHED_DEGRADATION[("Q-Insight", "seeds/002 Table 3")]
-    published = "| Q-Insight | seeds/002 Table 3 | {} | " + " | ".join(["{}"] * 6) + " |"
+    q = PUBLISHED_DEGRADATION[("Q-Insight", "arXiv:2503.22679 Table 3")]
+    published = "| Q-Insight | arXiv:2503.22679 Table 3 | {} | " + " | ".join(["{}"] * 6) + " |"
     assert published.format("Deg. Acc.", "1.0000", "0.9756", "1.0000", "0.9027", "0.7603", "0.9277") in report
     assert published.format("Lev. Acc.", "0.5973", "0.4438", "0.5541", "0.3230", "-", "0.4796") in report
     assert q["class"][-1] == pytest.approx(np.mean(q["class"][:5]), abs=1e-4)  # the paper's Average is the macro mean

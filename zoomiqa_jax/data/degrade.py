@@ -1,6 +1,6 @@
-"""Synthetic degradations for Q-Insight's degradation-perception task (seeds/002 Sec. 3.4, Table 3).
+"""Synthetic degradations for Q-Insight's degradation-perception task (arXiv:2503.22679 Sec. 3.4, Table 3).
 
-Four distortion classes at five severities plus "null" (seeds/002 Sec. 3.4):
+Four distortion classes at five severities plus "null" (arXiv:2503.22679 Sec. 3.4):
 
     classes:    noise, blur, jpeg, darken, null
     severities: slight, moderate, obvious, serious, catastrophic  (levels 1..5)

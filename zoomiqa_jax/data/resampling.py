@@ -1,5 +1,5 @@
 """Which training images each GRPO step gets: single-dataset batches with Zoom-IQA's Progressive Re-sampling
-(seeds/000 Sec. 3.2) of the MOS bins. A data resampler, not the token sampler (`inference.sampling`).
+(arXiv:2601.02918 Sec. 3.2) of the MOS bins. A data resampler, not the token sampler (`inference.sampling`).
 
 Zoom-IQA trains "first on the original data distribution, and in subsequent stages, we progressively increase
 the sampling frequency of these under-represented score intervals". The paper gives no stage boundaries, bin

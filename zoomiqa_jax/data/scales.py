@@ -1,6 +1,6 @@
 """Published score scales of the seven IQA benchmarks and their linear map to [1, 5].
 
-seeds/002 Sec. 4.1: "Mean Opinion Scores (MOS) across these datasets are normalized into the range [1,5]".
+arXiv:2503.22679 Sec. 4.1: "Mean Opinion Scores (MOS) across these datasets are normalized into the range [1,5]".
 We map each dataset's published range [lo, hi] linearly onto [1, 5], inverting the scales where lower is
 better (DMOS):
 

@@ -1,13 +1,13 @@
 """IQA evaluation metrics: pure NumPy/SciPy functions of predictions and ground truth.
 
-Score regression (seeds/000 Table 1, seeds/002 Table 2):
+Score regression (arXiv:2601.02918 Table 1, arXiv:2503.22679 Table 2):
 
 * raw PLCC / SRCC / KRCC / RMSE between predictions and MOS;
 * PLCC / SRCC after a monotonic isotonic-regression fit of predictions to MOS (the Zoom-IQA authors' style);
 * PLCC after the 4-parameter logistic fit recommended by VQEG (the style of DeQA-Score / Q-Insight);
-* the unique-score ratio of seeds/000 Sec. 3.2 (2.04% for a collapsed model vs 71.34% for the KonIQ MOS).
+* the unique-score ratio of arXiv:2601.02918 Sec. 3.2 (2.04% for a collapsed model vs 71.34% for the KonIQ MOS).
 
-Degradation perception (seeds/002 Table 3, Eqs. 4-5): class accuracy and level accuracy per distortion class.
+Degradation perception (arXiv:2503.22679 Table 3, Eqs. 4-5): class accuracy and level accuracy per distortion class.
 
 Nothing here crashes on bad input: non-finite pairs are dropped and counted, too few samples give `None`
 with a status string (the isotonic-fit PLCC / SRCC are given from 2 pairs on), a constant input or fit gives
@@ -199,7 +199,7 @@ class UniqueRatio:
 
 
 def unique_score_ratio(scores: Sequence[float] | np.ndarray, decimals: int = 2) -> UniqueRatio:
-    """Unique-score ratio of seeds/000 Sec. 3.2: |{round(s, 2)}| / n over the finite scores.
+    """Unique-score ratio of arXiv:2601.02918 Sec. 3.2: |{round(s, 2)}| / n over the finite scores.
 
     The paper reports 2.04% for VisualQuality-R1 on the KonIQ test set against 71.34% for its MOS.
     Non-finite scores (invalid outputs) are excluded and counted; an empty input gives ratio None.
@@ -309,7 +309,7 @@ class ClassAccuracy:
 
 @dataclasses.dataclass(frozen=True)
 class DegradationMetrics:
-    """Degradation perception accuracy (seeds/002 Table 3).
+    """Degradation perception accuracy (arXiv:2503.22679 Table 3).
 
     `per_class` maps each ground-truth class to its accuracies; `mean_class_acc` / `mean_level_acc` are the
     macro averages over classes (Table 3 "Average"; the level average leaves out "null", which has no level);
@@ -337,7 +337,7 @@ def degradation_accuracy(
     gt_level: Sequence[object],
     aliases: Mapping[str, str] = DEFAULT_CLASS_ALIASES,
 ) -> DegradationMetrics:
-    """Class and level accuracy per ground-truth distortion class (seeds/002 Eqs. 4-5, Table 3).
+    """Class and level accuracy per ground-truth distortion class (arXiv:2503.22679 Eqs. 4-5, Table 3).
 
     Class correct: pred_class == gt_class (Eq. 4). Level correct: pred_class == gt_class and
     pred_level == gt_level (Eq. 5), so a right level with a wrong class is wrong. Labels compare after

@@ -2,9 +2,9 @@
 
 Published rows (PLCC / SRCC, models trained on KonIQ, tested on each set), copied from the papers:
 
-* seeds/000 (Zoom-IQA) Table 1: the "Zoom-IQA (Ours)", "Q-Insight [29]" and "VisualQuality-R1 [67]" rows;
-* seeds/002 (Q-Insight) Table 2: the "Q-Insight (Ours)" row (it differs from Zoom-IQA's Table 1 copy of it);
-* seeds/002 Table 3 (degradation perception): the "AgenticIR [74]" and "Q-Insight (Ours)" rows of distortion
+* arXiv:2601.02918 (Zoom-IQA) Table 1: the "Zoom-IQA (Ours)", "Q-Insight [29]" and "VisualQuality-R1 [67]" rows;
+* arXiv:2503.22679 (Q-Insight) Table 2: the "Q-Insight (Ours)" row (it differs from Zoom-IQA's Table 1 copy of it);
+* arXiv:2503.22679 Table 3 (degradation perception): the "AgenticIR [74]" and "Q-Insight (Ours)" rows of distortion
   class accuracy (Deg. Acc.) and level accuracy (Lev. Acc.) per class; "Average" is the mean over the classes
   (five for Deg. Acc., four for Lev. Acc.: "null" has no level), as `degradation_accuracy`'s macro means.
 
@@ -29,16 +29,16 @@ ALIASES = {"koniq10k": "koniq", "kadid10k": "kadid", "live_wild": "livew", "live
 
 # (row label, source) -> {column: (PLCC, SRCC)}
 PUBLISHED: dict[tuple[str, str], dict[str, tuple[float, float]]] = {
-    ("Zoom-IQA", "seeds/000 Table 1"): {
+    ("Zoom-IQA", "arXiv:2601.02918 Table 1"): {
         "koniq": (0.938, 0.922), "spaq": (0.902, 0.900), "kadid": (0.701, 0.700), "pipal": (0.468, 0.465),
         "livew": (0.887, 0.870), "agiqa": (0.816, 0.765), "csiq": (0.797, 0.754)},
-    ("Q-Insight", "seeds/000 Table 1"): {
+    ("Q-Insight", "arXiv:2601.02918 Table 1"): {
         "koniq": (0.918, 0.895), "spaq": (0.903, 0.903), "kadid": (0.702, 0.702), "pipal": (0.458, 0.435),
         "livew": (0.870, 0.839), "agiqa": (0.816, 0.766), "csiq": (0.685, 0.640)},
-    ("VisualQuality-R1", "seeds/000 Table 1"): {
+    ("VisualQuality-R1", "arXiv:2601.02918 Table 1"): {
         "koniq": (0.910, 0.896), "spaq": (0.889, 0.892), "kadid": (0.703, 0.712), "pipal": (0.451, 0.441),
         "livew": (0.856, 0.827), "agiqa": (0.817, 0.760), "csiq": (0.768, 0.707)},
-    ("Q-Insight", "seeds/002 Table 2"): {
+    ("Q-Insight", "arXiv:2503.22679 Table 2"): {
         "koniq": (0.933, 0.916), "spaq": (0.907, 0.905), "kadid": (0.742, 0.736), "pipal": (0.486, 0.474),
         "livew": (0.893, 0.865), "agiqa": (0.811, 0.764), "csiq": (0.870, 0.824)},
 }
@@ -48,10 +48,10 @@ DEGRADATION_TITLES = {"noise": "Noise", "blur": "Blur", "compression": "JPEG", "
 
 # (row label, source) -> {"class" | "level": (noise, blur, jpeg, darken, null, average)}; None: "-" in the paper
 PUBLISHED_DEGRADATION: dict[tuple[str, str], dict[str, tuple[float | None, ...]]] = {
-    ("AgenticIR", "seeds/002 Table 3"): {
+    ("AgenticIR", "arXiv:2503.22679 Table 3"): {
         "class": (0.4646, 0.8390, 0.0135, 0.7478, 0.9339, 0.5998),
         "level": (0.1858, 0.3219, 0.0000, 0.2611, None, 0.1922)},
-    ("Q-Insight", "seeds/002 Table 3"): {
+    ("Q-Insight", "arXiv:2503.22679 Table 3"): {
         "class": (1.0000, 0.9756, 1.0000, 0.9027, 0.7603, 0.9277),
         "level": (0.5973, 0.4438, 0.5541, 0.3230, None, 0.4796)},
 }
@@ -63,7 +63,7 @@ def set_metrics(rows: Sequence[dict[str, Any]], task: str, bad_labels: int = 0) 
     Invalid rows are counted by class and excluded from the correlations (never given a score): valid-format
     rate, crop rate and mean extra rounds (over the items the model saw), token-limit hits, and either
     `score_metrics` (PLCC / SRCC / KRCC / RMSE raw, isotonic and logistic, unique-score ratio) or, for the
-    Q-Insight degradation task, `degradation_accuracy` (seeds/002 Table 3).
+    Q-Insight degradation task, `degradation_accuracy` (arXiv:2503.22679 Table 3).
     """
     from collections import Counter
 
@@ -126,7 +126,7 @@ def score_table(datasets: dict[str, Any], style: str = "raw") -> list[str]:
 
 
 def degradation_table(datasets: dict[str, Any]) -> list[str]:
-    """Markdown rows in seeds/002 Table 3's layout: per class Deg. Acc. and Lev. Acc. of each dataset of the
+    """Markdown rows in arXiv:2503.22679 Table 3's layout: per class Deg. Acc. and Lev. Acc. of each dataset of the
     run (a class absent from a dataset is blank), then the published rows."""
     head = "| model | source | metric | " + " | ".join(DEGRADATION_TITLES[c] for c in DEGRADATION_COLUMNS)
     lines = [head + " | Average |", "| --- | --- | --- |" + " ---: |" * (len(DEGRADATION_COLUMNS) + 1)]
@@ -166,10 +166,10 @@ def dataset_section(name: str, m: dict[str, Any], plots: Sequence[str]) -> list[
                   f"{_f(s['rmse'])}; isotonic PLCC / SRCC: {_f(s['plcc_isotonic'])} / {_f(s['srcc_isotonic'])}; "
                   f"logistic PLCC: {_f(s['plcc_logistic'])} ({s['logistic']['status']}); status: {s['status']}",
                   f"- unique-score ratio: predictions {_pct(up)}, MOS {_pct(um)} "
-                  "(seeds/000 Sec. 3.2: 2.04% collapsed model vs 71.34% KonIQ MOS)"]
+                  "(arXiv:2601.02918 Sec. 3.2: 2.04% collapsed model vs 71.34% KonIQ MOS)"]
     d = m.get("degradation")
     if d:
-        lines += [f"- degradation accuracy (seeds/002 Table 3): class {_pct(d['mean_class_acc'])}, level "
+        lines += [f"- degradation accuracy (arXiv:2503.22679 Table 3): class {_pct(d['mean_class_acc'])}, level "
                   f"{_pct(d['mean_level_acc'])} (macro); invalid predictions {d['n_invalid_pred']}", "",
                   "| class | n | class acc. | level acc. |", "| --- | ---: | ---: | ---: |"]
         lines += [f"| {c} | {a['n']} | {_pct(a['class_acc'])} | {_pct(a['level_acc'])} |"
@@ -228,10 +228,11 @@ def write_report(out: Path, summary: dict[str, Any], predictions: dict[str, list
         lines += score_table(datasets, "isotonic")
         lines.append("")
     else:
-        lines += ["## Degradation perception (seeds/002 Table 3)", "",
+        lines += ["## Degradation perception (arXiv:2503.22679 Table 3)", "",
                   "Class accuracy (Deg. Acc., Eq. 4) and level accuracy (Lev. Acc., Eq. 5: class and level both "
                   "right) per true distortion class; invalid answers count as wrong. JPEG is the prompt's "
-                  "\"compression\". Published rows from seeds/002 Table 3 (DQ-495K test images, not this set):", ""]
+                  "\"compression\". Published rows from arXiv:2503.22679 Table 3 (DQ-495K test images, not "
+                  "this set):", ""]
         lines += degradation_table(datasets)
         lines.append("")
     lines += ["## Per dataset", ""]

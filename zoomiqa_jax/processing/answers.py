@@ -269,7 +269,7 @@ def check_zoomiqa_format(rounds: Sequence[str], *, max_rounds: int = MAX_ROUNDS)
     return not zoomiqa_format_problems(rounds, max_rounds=max_rounds)
 
 
-# ---- Q-Insight (seeds/002 Sec. 3.3 and its released training code) and VisualQuality-R1 (its README) ----
+# ---- Q-Insight (arXiv:2503.22679 Sec. 3.3 and its released training code) and VisualQuality-R1 (its README) ----
 # The Q-Insight readers below are the ONLY ones in the project: the GRPO rewards (train/rewards_qinsight.py)
 # call them with their defaults, which are the semantics of Q-Insight's released training code (issue 6).
 
@@ -313,7 +313,7 @@ class ComparisonAnswer:
 
 
 def check_qinsight_format(text: object) -> bool:
-    """Q-Insight's format test (seeds/002 Sec. 3.3; r_fmt = 1 when True): the WHOLE text is `<think>` NL ...
+    """Q-Insight's format test (arXiv:2503.22679 Sec. 3.3; r_fmt = 1 when True): the WHOLE text is `<think>` NL ...
     NL `</think>` NL `<answer>` NL `{...}` NL `</answer>`, optional whitespace around each newline and at the
     end, no inner "{" or "}". Text before `<think>` or after `</answer>` fails."""
     return isinstance(text, str) and _QINSIGHT_FORMAT.fullmatch(text) is not None

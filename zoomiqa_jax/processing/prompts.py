@@ -1,8 +1,8 @@
 """Prompt texts and chat messages for Zoom-IQA, Q-Insight and VisualQuality-R1 (issue 3, Zoom-IQA inference).
 
-Zoom-IQA (seeds/000 Sec. 3, supplement Tables 4-5): the texts below are OUR wording, written to the published
+Zoom-IQA (arXiv:2601.02918 Sec. 3, supplement Tables 4-5): the texts below are OUR wording, written to the published
 structure (four labelled `<think>` sections; an `<answer>` JSON with a normalized `bbox_2d`, a two-decimal
-`rating` and `tool` "crop" | "final"). Q-Insight (seeds/002 Table 1, completed from its released training
+`rating` and `tool` "crop" | "final"). Q-Insight (arXiv:2503.22679 Table 1, completed from its released training
 code) and VisualQuality-R1 (its README) are quoted exactly, since their checkpoints were trained on them.
 
 Messages use the Hugging Face chat-template format: `[{"role": ..., "content": [{"type": "text", "text": ...},

@@ -1,4 +1,4 @@
-"""Group-normalized advantages of GRPO (seeds/002 Eq. 1; seeds/000 supplement Eq. 7).
+"""Group-normalized advantages of GRPO (arXiv:2503.22679 Eq. 1; arXiv:2601.02918 supplement Eq. 7).
 
     A_k = (R_k - mean_g R_g) / (std_g R_g + 1e-4)
 

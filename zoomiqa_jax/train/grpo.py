@@ -1,4 +1,5 @@
-"""The jitted GRPO step on rollout batches (Zoom-IQA stage 2, seeds/000 Sec. 3.2 / supp. Eq. 7; Q-Insight Sec. 3).
+"""The jitted GRPO step on rollout batches (Zoom-IQA stage 2, arXiv:2601.02918 Sec. 3.2 / supp. Eq. 7;
+Q-Insight Sec. 3).
 
 A rollout batch holds N sampled sequences (prompt + generated tokens, G per prompt, possibly multi-round) as
 `input_ids [N, T]` with `attention_mask`, `position_ids`, the images, and:

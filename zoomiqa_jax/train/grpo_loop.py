@@ -1,4 +1,4 @@
-"""`zoomiqa train grpo`: the GRPO run (Zoom-IQA stage 2, seeds/000 Sec. 3.2; Q-Insight; VisualQuality-R1).
+"""`zoomiqa train grpo`: the GRPO run (Zoom-IQA stage 2, arXiv:2601.02918 Sec. 3.2; Q-Insight; VisualQuality-R1).
 
     result = run_grpo(load_grpo_config("configs/zoomiqa_grpo.yaml", ["model.weights=runs/sft/final"]))
 

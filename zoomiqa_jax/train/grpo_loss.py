@@ -1,4 +1,4 @@
-"""The GRPO policy loss with KL-Coverage, on arrays (no model): seeds/000 Eqs. 1-2, supplement Eq. 7.
+"""The GRPO policy loss with KL-Coverage, on arrays (no model): arXiv:2601.02918 Eqs. 1-2, supplement Eq. 7.
 
 Inputs are per-token quantities of N sampled sequences padded to T tokens:
 
@@ -171,7 +171,7 @@ def token_entropy(logits: jax.Array) -> jax.Array:
 
 
 def k3_kl(logp: jax.Array, ref_logp: jax.Array) -> jax.Array:
-    """k3 estimate of KL(pi_theta || pi_ref) per token: exp(ref - logp) - (ref - logp) - 1 (seeds/002)."""
+    """k3 estimate of KL(pi_theta || pi_ref) per token: exp(ref - logp) - (ref - logp) - 1 (arXiv:2503.22679)."""
     d = ref_logp.astype(jnp.float32) - logp.astype(jnp.float32)
     return jnp.expm1(d) - d  # = exp(d) - d - 1, without the cancellation of the "- 1" in float32
 

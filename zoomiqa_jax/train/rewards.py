@@ -1,4 +1,4 @@
-"""Zoom-IQA rewards (seeds/000 Sec. 3.2 Eqs. 3-5, supplement Sec. 10.1 Eq. 6) as pure NumPy functions.
+"""Zoom-IQA rewards (arXiv:2601.02918 Sec. 3.2 Eqs. 3-5, supplement Sec. 10.1 Eq. 6) as pure NumPy functions.
 
 Every function works on a batch of B prompts (images) x G sampled responses. Ratings come in already parsed:
 `rating: float[B, G]` holds the final rating of each response and NaN where the response had none (the
@@ -9,7 +9,7 @@ The score and rank rewards do not look at the format flag: Eq. 6 adds the three 
 whose format is wrong but whose rating parses still earns its score and rank terms. A caller who wants the
 terms gated passes NaN ratings for badly formatted responses.
 
-Q-Insight's rewards (seeds/002 Eqs. 3-6) are in `rewards_qinsight.py`.
+Q-Insight's rewards (arXiv:2503.22679 Eqs. 3-6) are in `rewards_qinsight.py`.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _check_ratings(rating: np.ndarray, mos: np.ndarray, where: str) -> tuple[np.
 
 
 def gaussian_score_reward(rating: np.ndarray, mos: np.ndarray, sigma: float = SCORE_SIGMA) -> np.ndarray:
-    """Gaussian score reward, seeds/000 Eq. 4: R_score = exp(-(r_pred - r_gt)^2 / (2 sigma^2)).
+    """Gaussian score reward, arXiv:2601.02918 Eq. 4: R_score = exp(-(r_pred - r_gt)^2 / (2 sigma^2)).
 
     rating: `[batch, group]`, NaN (or any non-finite value) where the response had no rating;
     mos: `[batch]` ground truth r_gt; sigma = 0.35 (supplement Sec. 10.1). Returns `[batch, group]` in [0, 1],
@@ -89,7 +89,7 @@ def preference_targets(mos: np.ndarray) -> np.ndarray:
 
 
 def thurstone_rank_reward(rating: np.ndarray, mos: np.ndarray, eps: float = FIDELITY_EPS) -> np.ndarray:
-    """Thurstone rank ("fidelity") reward, seeds/000 Eq. 5, as VisualQuality-R1 publishes it.
+    """Thurstone rank ("fidelity") reward, arXiv:2601.02918 Eq. 5, as VisualQuality-R1 publishes it.
 
     For response k of image i, against every other image j of the batch:
 

@@ -1,4 +1,4 @@
-"""Q-Insight rewards (seeds/002 Sec. 3.3, Eqs. 3-6) as its published training code defines them.
+"""Q-Insight rewards (arXiv:2503.22679 Sec. 3.3, Eqs. 3-6) as its published training code defines them.
 
     r = r_fmt + 1_scr r_scr + 1_deg (alpha_1 r_deg + alpha_2 r_lev),  alpha_1 = 0.25, alpha_2 = 0.75  (Eq. 6)
 

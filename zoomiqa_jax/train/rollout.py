@@ -3,7 +3,7 @@
 Layout of the module:
 
 * `rating_token_mask` marks the tokens of one generated reply that spell the numeric rating inside its LAST
-  `<answer>...</answer>` block (the KL-Coverage candidates, N_ans of seeds/000 Sec. 3.2): the value of the
+  `<answer>...</answer>` block (the KL-Coverage candidates, N_ans of arXiv:2601.02918 Sec. 3.2): the value of the
   `"rating"` key, or, for an answer block without a JSON object (VisualQuality-R1 `<answer>4.25</answer>`), its
   first number. Characters are mapped to tokens through decoded token prefixes (byte-level BPE safe: a prefix
   that ends inside a multi-byte character counts only up to the last character it completes).

@@ -1,5 +1,5 @@
-"""Supervised fine-tuning (Zoom-IQA stage 1, seeds/000 Sec. 3.1.2): masked cross-entropy on the model's own tokens,
-and the sharded train step.
+"""Supervised fine-tuning (Zoom-IQA stage 1, arXiv:2601.02918 Sec. 3.1.2): masked cross-entropy on the model's own
+tokens, and the sharded train step.
 
 Labels follow the HF convention: `labels[b, t]` is the token at position t when the model produced it, else -100
 (prompts, chat scaffolding, images, crop observations). Position t - 1 predicts it:

@@ -1,4 +1,4 @@
-"""SFT trajectories (Zoom-IQA stage 1, seeds/000 Sec. 3.1.2): the JSONL format, its loader, training examples
+"""SFT trajectories (Zoom-IQA stage 1, arXiv:2601.02918 Sec. 3.1.2): the JSONL format, its loader, training examples
 with generated-token labels, and bucketed collation. The format is documented in docs/sft_data.md.
 
 One JSONL line is one trajectory:
