@@ -6,9 +6,10 @@
 Random weights of the named preset, bf16 compute with fp32 master weights (`--dtype`), AdamW, FSDP over every
 device. Every sample is one image of `--image` pixels (W x H) plus text up to `--seq` tokens, all labels
 counted. Each setting (remat policy x scan over layers) is compiled, warmed up, then timed over `--steps` steps;
-the table gives the median step time, tokens/s, the MFU from the config's FLOPs
-(`train.flops.estimate_flops_per_token` + the vision tower) against the device's bf16 peak where known, and
-each setting's speed relative to the first row (the baseline measured in the same run).
+the table gives the median step time, tokens/s, the MFU from the config's training FLOPs (forward + backward:
+`train.flops.train_step_flops`, the same count as the SFT loop's `mfu` metric) against the device's bf16 peak
+where known (`train.flops.device_peak_flops`), and each setting's speed relative to the first row (the baseline
+measured in the same run).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def main() -> None:
     from zoomiqa_jax.parallel.mesh import make_mesh
     from zoomiqa_jax.parallel.rules import state_shardings
     from zoomiqa_jax.train.config import OptimSection
-    from zoomiqa_jax.train.flops import device_peak_flops, estimate_flops_per_token, estimate_vision_flops
+    from zoomiqa_jax.train.flops import device_peak_flops, mfu, train_step_flops
     from zoomiqa_jax.train.optim import make_optimizer
     from zoomiqa_jax.train.sft import make_sft_step
     from zoomiqa_jax.train.sft_loop import to_global
@@ -75,8 +76,7 @@ def main() -> None:
     batch_np = build_batch(config, args.batch, args.seq, width, height)
     mesh = make_mesh((1, -1, 1))
     tokens = args.batch * args.seq
-    flops = 3 * (estimate_flops_per_token(config, args.seq) * tokens
-                 + estimate_vision_flops(config.vision, int(batch_np["pixel_values"].shape[0])))
+    flops = train_step_flops(config, batch_np)  # forward + backward already; one attention group per image
     peak = device_peak_flops()
     tx, _ = make_optimizer(OptimSection(lr=1e-5, grad_accum=1), 1000)
     rows = []
@@ -101,7 +101,7 @@ def main() -> None:
             jax.block_until_ready(m)
             times.append(time.perf_counter() - t0)
         med = statistics.median(times)
-        rows.append((setting, compile_s, med, tokens / med, None if peak is None else flops / med / (peak * mesh.size)))
+        rows.append((setting, compile_s, med, tokens / med, None if peak is None else mfu(flops, med, peak, mesh.size)))
         del params, opt_state
 
     print(f"{args.model}, batch {args.batch} x seq {args.seq}, one {width}x{height} image per sample, "

@@ -274,7 +274,7 @@ def run_sft(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], Non
     from zoomiqa_jax.processing.prompts import DEFAULT_PROMPTS, load_prompt_file
     from zoomiqa_jax.processing.tokenizer import load_tokenizer
     from zoomiqa_jax.train.checkpointing import TrainCheckpointer, abstract_like, write_model_metadata
-    from zoomiqa_jax.train.flops import device_peak_flops, estimate_flops_per_token, estimate_vision_flops, mfu
+    from zoomiqa_jax.train.flops import device_peak_flops, mfu, train_step_flops
     from zoomiqa_jax.train.metrics_log import MetricsLogger, progress_bar, show_metrics
     from zoomiqa_jax.train.optim import check_nonfinite_budget, make_optimizer, nonfinite_count, optimizer_step
     from zoomiqa_jax.train.resume import check_resume_config
@@ -369,12 +369,10 @@ def run_sft(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], Non
             micro += 1
             new_step = int(optimizer_step(opt_state))  # blocks on the step: timings below are honest
             dt = time.perf_counter() - t0
-            seq = batch["input_ids"].shape[1]
             tokens = float(batch["attention_mask"].sum())
             window["tokens"] += tokens
             window["time"] += dt
-            window["flops"] += (3 * estimate_flops_per_token(config, seq) * batch["input_ids"].size
-                                + 3 * estimate_vision_flops(config.vision, int(batch["pixel_values"].shape[0])))
+            window["flops"] += train_step_flops(config, batch)  # forward + backward already (train.flops)
             skipped = int(nonfinite_count(opt_state))
             check_nonfinite_budget(skipped, cfg.run.max_nonfinite, new_step)
             if new_step == step:
