@@ -5,8 +5,9 @@
 
 Overrides are `section.key=value` (values parsed as YAML: `parallel.mesh=[2,4,1]`, `optim.lr=1e-5`). A run
 resumes by itself from the newest checkpoint in its checkpoint directory; the config in force is written to
-`<run.out_dir>/config.yaml`. Exit status 2 for a bad config or override (the message names the key), or for
-more bad training records than `data.max_bad_fraction` allows.
+`<run.out_dir>/config.yaml`. Exit status 2 for a bad config or override (the message names the key), a batch or
+mesh that does not shard on the devices found (`zoomiqa_jax.train.validate`), an incomplete JAX_* multi-process
+environment, or more bad training records than `data.max_bad_fraction` allows.
 
 Resuming refuses (exit 2, naming the keys) a config that differs from the checkpoint's in anything that alters the
 result (steps, schedule, batch, data, recipe, model, seeds; zoomiqa_jax/train/resume.py lists the keys that may
@@ -66,12 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     from zoomiqa_jax.processing.image import ImageLoadError
     from zoomiqa_jax.train.data_checks import BadDataError
     from zoomiqa_jax.train.preemption import StopRequest
-    from zoomiqa_jax.train.resume import ResumeConfigError
 
     try:
         with StopRequest() as stop:  # SIGINT / SIGTERM: finish the step, save, stop (train.preemption)
             result = run(stop)
-    except (BadDataError, ResumeConfigError) as err:  # too many bad records; a resume whose config changes the result
+    except (BadDataError, ConfigError) as err:  # too many bad records; a resume whose config changes the result
+        # (ResumeConfigError); a batch or mesh that does not shard on the devices (train.validate.ParallelismError);
+        # an incomplete multi-process environment (parallel.mesh.DistributedEnvError)
         print(f"zoomiqa train {args.job}: {err}", file=sys.stderr)
         return 2
     except ImageLoadError as err:  # an image that passed the start-up check broke later (train.data_checks)

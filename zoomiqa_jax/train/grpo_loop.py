@@ -181,9 +181,11 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
         trajectory_problem,
     )
     from zoomiqa_jax.train.step import batch_shardings
+    from zoomiqa_jax.train.validate import validate_parallelism
 
     log = log or functools.partial(print, flush=True)
     initialize_distributed()
+    validate_parallelism(cfg, jax.device_count())  # a batch or mesh that does not shard stops here (exit 2)
     g, ro = cfg.grpo, cfg.rollout
     out = Path(cfg.run.out_dir)
     check_resume_config(cfg, allow_change=allow_config_change, log=log)  # before the model loads

@@ -280,9 +280,11 @@ def run_sft(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], Non
     from zoomiqa_jax.train.resume import check_resume_config
     from zoomiqa_jax.train.sft import make_sft_step
     from zoomiqa_jax.train.step import batch_shardings
+    from zoomiqa_jax.train.validate import validate_parallelism
 
     log = log or functools.partial(print, flush=True)
     initialize_distributed()
+    validate_parallelism(cfg, jax.device_count())  # a batch or mesh that does not shard stops here (exit 2)
     out = Path(cfg.run.out_dir)
     check_resume_config(cfg, allow_change=allow_config_change, log=log)  # before the model loads
     out.mkdir(parents=True, exist_ok=True)
