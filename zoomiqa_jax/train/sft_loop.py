@@ -194,18 +194,41 @@ class SFTStream:
 
 def synthetic_data(cfg: TrainConfig, out: Path) -> Path:
     """Generate the demo's synthetic trajectory set under `out` (once; reused when present): compact trajectories
-    over the demo's distortion kinds, as `zoomiqa demo` makes them."""
+    over the demo's distortion kinds, as `zoomiqa demo` makes them.
+
+    Several processes: process 0 writes the set, then every process waits at a barrier (every process calls it
+    exactly once, whatever it found) before anyone reads it. A process that still does not see the set after the
+    barrier (each host has its own disk, as on a TPU pod without a shared out_dir) writes its own copy, which is
+    the same (seeded), under a file lock so that processes sharing that disk write it once: no process ever reads
+    a half-written file."""
+    import fcntl
+
     from zoomiqa_jax.data.trajectories import DEMO_KINDS, build_demo_set
 
     path = out / "trajectories.jsonl"
     stamp = out / "settings.txt"
     settings = f"images={cfg.data.synthetic_images} size={cfg.data.synthetic_size} seed={cfg.data.seed}\n"
-    if path.exists() and stamp.exists() and stamp.read_text() == settings:
-        return path
-    if jax.process_index() == 0:
-        build_demo_set(out, cfg.data.synthetic_images, seed=cfg.data.seed, image_size=cfg.data.synthetic_size,
-                       style="compact", kinds=DEMO_KINDS)
-        stamp.write_text(settings)
+
+    def ready() -> bool:
+        return path.exists() and stamp.exists() and stamp.read_text() == settings
+
+    def build() -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / ".synthetic.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if not ready():  # another process on this disk may have written it meanwhile
+                build_demo_set(out, cfg.data.synthetic_images, seed=cfg.data.seed,
+                               image_size=cfg.data.synthetic_size, style="compact", kinds=DEMO_KINDS)
+                stamp.write_text(settings)  # last: its presence means the set is complete
+
+    if jax.process_index() == 0 and not ready():
+        build()
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"zoomiqa synthetic_data {out}")
+        if not ready():
+            build()
     return path
 
 
