@@ -1,7 +1,12 @@
 """FLOPs per token and per image counted by hand on the tiny config, the batch count the MFU metric uses, the peak
 table by device kind, and the SFT loop's logged MFU (no factor on top of the forward + backward count)."""
 
+import importlib.util
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,3 +123,20 @@ def test_sft_loop_logs_mfu_of_the_step_flops(tmp_path, monkeypatch):
     assert len(rows) == 2 == len(counted)
     for row, flops in zip(rows, counted):
         assert row["mfu"] * row["step_time_s"] * 1e12 == pytest.approx(flops, rel=1e-9)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="libtpu (the TPU compiler) is not installed")
+def test_peak_flops_of_the_kinds_libtpu_reports_for_tpu_topologies():
+    """The device kinds of AOT topology descriptions (what `zoomiqa plan` compiles for) come from libtpu itself:
+    v5p, v5e and v6e chips get their peaks. In a subprocess, so that this test process keeps its CPU backend."""
+    code = ("from jax.experimental import topologies\n"
+            "from zoomiqa_jax.train.flops import device_peak_flops\n"
+            "for name in ['v5p:2x2x1', 'v5e:2x2', 'v6e:2x2']:\n"
+            "    d = topologies.get_topology_desc(platform='tpu', topology_name=name).devices[0]\n"
+            "    print(name, repr(d.device_kind), device_peak_flops(d))\n")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["v5p:2x2x1 'TPU v5' 459000000000000.0",
+                                        "v5e:2x2 'TPU v5 lite' 197000000000000.0",
+                                        "v6e:2x2 'TPU v6 lite' 918000000000000.0"]
