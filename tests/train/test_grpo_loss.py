@@ -290,3 +290,52 @@ def test_config_rejects_unknown_modes():
         GrpoLossConfig(klc_top_p=0.0)
     with pytest.raises(ValueError, match="temperature"):
         GrpoLossConfig(temperature=0.0)
+
+
+@pytest.mark.parametrize("kl_cov", ["zoomiqa", "verl", "none"])
+def test_rows_of_one_trajectory_keep_the_trajectory_mean(kl_cov):
+    """A trajectory split over two rows (one per round, `train.rollout`) with `seq_tokens` = its token count,
+    plus a padding row, gives the loss, metrics and gradient of the one-row layout (seq-mean-token-mean stays
+    a mean over trajectories); without `seq_tokens` the split would weigh the two rows as two sequences."""
+    cfg = config(kl_cov)
+    b = make_batch(7)
+    cut = T // 2
+    first = np.zeros((N, T), bool)
+    first[:, :cut] = True
+
+    def split(x, pad):  # row 2n: tokens before `cut`, row 2n+1: the rest, then one padding row
+        rows = np.repeat(np.asarray(x), 2, axis=0)
+        return np.concatenate([rows, np.full((1, *rows.shape[1:]), pad, rows.dtype)])
+
+    mask2 = split(b["mask"], False)
+    mask2[:-1] &= np.concatenate([first, ~first], axis=1).reshape(2 * N, T)
+    cand2 = split(b["cand"], False) & mask2
+    seq_tokens = np.append(np.repeat(b["mask"].sum(axis=1), 2), 0).astype(np.int32)
+    two = dict(logp=split(b["logp"], 0.0), old_logp=split(b["old_logp"], 0.0), adv=split(b["adv"], 0.0),
+               mask=mask2, cand=cand2, logits=split(b["logits"], 0.0), old_logits=split(b["old_logits"], 0.0),
+               ref_logp=split(b["ref_logp"], 0.0))
+
+    def loss(d, logp, seq=None):
+        return grpo_loss(logp, jnp.asarray(d["old_logp"]), jnp.asarray(d["adv"]), jnp.asarray(d["mask"]), cfg,
+                         candidate_mask=jnp.asarray(d["cand"]), logits=jnp.asarray(d["logits"]),
+                         old_logits=jnp.asarray(d["old_logits"]), ref_logp=jnp.asarray(d["ref_logp"]),
+                         seq_tokens=None if seq is None else jnp.asarray(seq))
+
+    (one, m1), g1 = jax.value_and_grad(lambda lp: loss(b, lp), has_aux=True)(jnp.asarray(b["logp"]))
+    (split_loss, m2), g2 = jax.value_and_grad(lambda lp: loss(two, lp, seq_tokens), has_aux=True)(
+        jnp.asarray(two["logp"]))
+    np.testing.assert_allclose(float(split_loss), float(one), rtol=1e-6, atol=1e-7)
+    for key in m1:
+        np.testing.assert_allclose(float(m2[key]), float(m1[key]), rtol=1e-5, atol=1e-6, err_msg=key)
+    g2 = np.asarray(g2)
+    merged = np.where(first, g2[0:-1:2], g2[1::2])  # each token's gradient from the row that holds it
+    np.testing.assert_allclose(merged, np.asarray(g1), rtol=1e-5, atol=1e-7)
+    assert not g2[-1].any()
+    # the rows' own counts reproduce the one-row formula when nothing is split
+    same, _ = loss(b, jnp.asarray(b["logp"]), b["mask"].sum(axis=1))
+    np.testing.assert_allclose(float(same), float(one), rtol=1e-6, atol=1e-7)
+    if kl_cov == "none":
+        naive, _ = loss(two, jnp.asarray(two["logp"]))
+        assert abs(float(naive) - float(one)) > 1e-4  # the weighting matters
+    with pytest.raises(ValueError, match="seq_tokens"):
+        loss(b, jnp.asarray(b["logp"]), np.zeros(N + 1, np.int32))

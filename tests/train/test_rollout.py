@@ -142,47 +142,114 @@ def scripted_trajs(tok):
 
 
 def test_batch_of_crop_and_no_crop_trajectories(tok, model, scripted_trajs):
+    """One row per round: the crop trajectory's stage 1 (its prompt and image as sampled, its reply) and stage 2
+    (the stage-2 prompt, the stage-1 reply in its history as context, its reply), the no-crop one, one padding
+    row."""
     trajs, originals = scripted_trajs
     adv = np.array([0.5, -0.5])
     batch = build_rollout_batch(trajs, originals, adv, tok, CFG, **SIZES, seq_buckets=SEQ, patch_buckets=PATCHES,
-                                candidate_slots=8, pad_token_id=CFG.bos_token_id)
+                                candidate_slots=8, pad_token_id=CFG.bos_token_id, rows=4)
     n, t = batch["input_ids"].shape
-    assert (n, t) == (2, 1280)
-    for row, traj in enumerate(trajs):
-        k = len(traj.token_ids)
-        assert batch["input_ids"][row, :k].tolist() == traj.token_ids
+    assert (n, t) == (4, 1280)
+    crop, final = trajs
+    rows = [(crop.rounds[0], "3.25"), (crop.rounds[1], "1.5"), (final.rounds[0], "2.75")]
+    assert crop.token_ids == crop.rounds[1].prompt_ids + crop.rounds[1].output_ids
+    for row, (rnd, rating) in enumerate(rows):
+        ids = rnd.prompt_ids + rnd.output_ids
+        k, start = len(ids), len(rnd.prompt_ids)
+        assert batch["input_ids"][row, :k].tolist() == ids
         assert (batch["input_ids"][row, k:] == CFG.bos_token_id).all()
         assert batch["attention_mask"][row].tolist() == [1] * k + [0] * (t - k)
-        assert batch["loss_mask"][row, :k].tolist() == traj.token_mask and not batch["loss_mask"][row, k:].any()
-        np.testing.assert_array_equal(batch["sample_logp"][row, :k], np.float32(traj.token_logprobs))
+        assert batch["loss_mask"][row].tolist() == [0] * start + [1] * (k - start) + [0] * (t - k)
+        np.testing.assert_array_equal(batch["sample_logp"][row, start:k], np.float32(rnd.output_logprobs))
+        assert not batch["sample_logp"][row, :start].any() and not batch["sample_logp"][row, k:].any()
         cand = np.flatnonzero(batch["candidate_mask"][row])
         assert batch["logit_positions"][row].tolist() == cand.tolist() + [-1] * (8 - len(cand))
         assert batch["loss_mask"][row, cand].all()  # candidates are generated tokens
-        # one contiguous run of rating tokens per reply, decoding to that reply's rating
-        runs = np.split(cand, np.flatnonzero(np.diff(cand) > 1) + 1)
-        ratings = [tok.decode(batch["input_ids"][row, r].tolist()).strip() for r in runs]
-        assert ratings == (["3.25", "1.5"] if traj.zoomed else ["2.75"])
-    np.testing.assert_array_equal(batch["advantages"], np.float32(adv))
+        assert tok.decode(batch["input_ids"][row, cand].tolist()).strip() == rating
+    # the stage-1 reply also sits in the stage-2 history, as context only (trained in row 0)
+    reply = crop.rounds[0].output_ids
+    history = crop.rounds[1].prompt_ids
+    at = next(i for i in range(len(history)) if history[i:i + len(reply) - 1] == reply[:-1])
+    assert not batch["loss_mask"][1, at:at + len(reply)].any()
+    np.testing.assert_array_equal(batch["advantages"], np.float32([0.5, 0.5, -0.5, 0.0]))
+    n_crop = len(crop.rounds[0].output_ids) + len(crop.rounds[1].output_ids)
+    assert batch["seq_tokens"].tolist() == [n_crop, n_crop, len(final.rounds[0].output_ids), 0]
+    assert batch["row_trajectory"].tolist() == [0, 0, 1, -1]
+    # the padding row: one attended pad token, nothing trained, no image, no candidate
+    assert batch["attention_mask"][3].tolist() == [1] + [0] * (t - 1) and not batch["loss_mask"][3].any()
+    assert (batch["logit_positions"][3] == -1).all()
 
-    # images: the crop trajectory's original then its crop (cut from the original), then the other original
-    crop_traj = trajs[0]
-    box = crop_box(crop_traj.rounds[0].bbox_requested, *originals[0].size)
-    assert list(box.pixel) == crop_traj.rounds[0].bbox_pixels
-    enc = [encode_images([originals[0], crop_and_zoom(originals[0], box)], SETTINGS), encode_images([originals[1]],
-                                                                                                     SETTINGS)]
+    # images: row 0 the crop trajectory's original, row 1 the original and its crop (cut from the original),
+    # row 2 the other original, row 3 none
+    box = crop_box(crop.rounds[0].bbox_requested, *originals[0].size)
+    assert list(box.pixel) == crop.rounds[0].bbox_pixels
+    enc = [encode_images([originals[0]], SETTINGS),
+           encode_images([originals[0], crop_and_zoom(originals[0], box)], SETTINGS),
+           encode_images([originals[1]], SETTINGS)]
     grids = np.concatenate([e.grids for e in enc])
-    assert batch["image_grid_thw"].tolist() == grids.tolist() == crop_traj.rounds[-1].image_grids + \
-        trajs[1].rounds[-1].image_grids
-    assert batch["image_counts"].tolist() == [2, 1]
+    assert batch["image_grid_thw"].tolist() == grids.tolist() == crop.rounds[0].image_grids + \
+        crop.rounds[1].image_grids + final.rounds[0].image_grids
+    assert batch["image_counts"].tolist() == [1, 2, 1, 0]
     real = sum(len(e.pixel_values) for e in enc)
-    assert batch["pixel_values"].shape[0] == 64 and batch["patch_mask"].sum() == real
+    assert real > 64 and batch["pixel_values"].shape[0] == 256 and batch["patch_mask"].sum() == real
     np.testing.assert_array_equal(batch["pixel_values"][:real], np.concatenate([e.pixel_values for e in enc]))
     assert not batch["pixel_values"][real:].any()
-    assert batch["position_ids"].shape == (3, 2, 1280)
+    assert batch["position_ids"].shape == (3, 4, 1280)
 
     logp, slots = policy_outputs(model, batch)
-    assert logp.shape == (2, 1280) and slots.shape == (2, 8, CFG.text.vocab_size)
+    assert logp.shape == (4, 1280) and slots.shape == (4, 8, CFG.text.vocab_size)
     assert np.isfinite(np.asarray(logp)).all() and np.isfinite(np.asarray(slots)).all()
+    unpadded = build_rollout_batch(trajs, originals, adv, tok, CFG, **SIZES, seq_buckets=SEQ,
+                                   patch_buckets=PATCHES, candidate_slots=8, pad_token_id=CFG.bos_token_id)
+    assert unpadded["input_ids"].shape[0] == 3
+    with pytest.raises(ValueError, match="rows=2 is fewer than the 3 rounds"):
+        build_rollout_batch(trajs, originals, adv, tok, CFG, **SIZES, seq_buckets=SEQ, patch_buckets=PATCHES,
+                            pad_token_id=CFG.bos_token_id, rows=2)
+
+
+def test_each_round_row_is_what_its_sampler_saw(tok, model):
+    """The ids, attention and pixels the stage-1 and the stage-2 sampler were called with, with the tokens they
+    returned, are exactly the batch's row 0 and row 1 (so the forward reproduces the sampling-time log-probs of
+    both replies: here the sampler's log-probs are the model's own, checked to 1e-4)."""
+    from zoomiqa_jax.train.grpo import token_logprobs
+    from zoomiqa_jax.train.sft_data import add_model_inputs
+    from zoomiqa_jax.train.step import batch_logits
+
+    seen = []
+
+    def recorder(text):
+        def generate(model_, ids, mask, pixels, grids, *, max_new_tokens, eos_token_ids, row_keys, **kw):
+            gen = ids_of(tok, text) + [eos_token_ids[0]]
+            prompt = [int(x) for x in np.asarray(ids[0])[np.asarray(mask[0]) == 1]]
+            seen.append((prompt, gen, np.asarray(pixels), np.asarray(grids)))
+            full = {"input_ids": np.asarray([prompt + gen], np.int32),
+                    "attention_mask": np.ones((1, len(prompt) + len(gen)), np.int32),
+                    "pixel_values": np.asarray(pixels)[:int(np.asarray(grids).prod(-1).sum())],
+                    "image_grid_thw": np.asarray(grids)}
+            full = add_model_inputs(full, CFG, PATCHES)
+            lp = np.asarray(token_logprobs(batch_logits(model, full), full["input_ids"]))[0, len(prompt):]
+            tokens = np.asarray([gen], np.int32)
+            return GenerateOutput(tokens, lp[None].astype(np.float32), np.asarray([len(gen)], np.int32))
+        return generate
+
+    item = ImageItem("seen.png", image(84, 56, 7), index=0, question="How good is this image?")
+    traj = run_zoomiqa(model, tok, [item], SETTINGS, stage1_generate_fn=recorder(CROP),
+                       generate_fn=recorder(STAGE2))[0]
+    assert len(traj.rounds) == 2 and len(seen) == 2
+    batch = build_rollout_batch([traj], [item.image], np.ones(1), tok, CFG, **SIZES, seq_buckets=SEQ,
+                                patch_buckets=PATCHES, pad_token_id=CFG.bos_token_id)
+    offset = 0
+    for row, (prompt, gen, pixels, grids) in enumerate(seen):
+        k = len(prompt) + len(gen)
+        assert batch["input_ids"][row, :k].tolist() == prompt + gen
+        assert batch["loss_mask"][row].sum() == len(gen)
+        n_patches = int(grids.prod(-1).sum())
+        np.testing.assert_array_equal(batch["pixel_values"][offset:offset + n_patches], pixels[:n_patches])
+        offset += n_patches
+    logp, _ = policy_outputs(model, batch)
+    mask = batch["loss_mask"].astype(bool)
+    np.testing.assert_allclose(np.asarray(logp)[mask], batch["sample_logp"][mask], atol=1e-4, rtol=0)
 
 
 def test_logprobs_reproduce_the_sampling_context(tok, model):
@@ -340,3 +407,13 @@ def test_run_zoomiqa_with_replicated_items_and_grouped_stage1(tok, model):
     np.testing.assert_allclose(np.concatenate([t.token_logprobs for t in grouped]),
                                np.concatenate([t.token_logprobs for t in plain]), atol=1e-5)
     assert grouped[0].token_ids != grouped[1].token_ids, "replicas sample differently"
+
+
+def test_row_bucket_pads_to_a_few_counts_that_shard():
+    from zoomiqa_jax.train.rollout import row_bucket
+
+    assert [row_bucket(r, 32) for r in (32, 33, 40, 41, 48, 49, 64)] == [32, 40, 40, 48, 48, 64, 64]
+    assert row_bucket(30, 32) == 32  # dropped trajectories: still the mini-batch's shape
+    assert row_bucket(33, 32, multiple=16) == 48 and row_bucket(40, 32, multiple=16) == 48
+    assert row_bucket(20, 12, multiple=8) == 24  # 12 x 1.5 = 18 -> 24
+    assert row_bucket(70, 32) == 70  # more rows than two per trajectory (never from two-round rollouts)

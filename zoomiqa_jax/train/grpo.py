@@ -8,6 +8,7 @@ A rollout batch holds N sampled sequences (prompt + generated tokens, G per prom
     candidate_mask  [N, T]  the numeric rating tokens inside <answer> (KL-Coverage candidates)
     logit_positions [N, K]  the token positions whose full-vocabulary logits KL-Coverage may need (-1 unused)
     advantages      [N]     group-normalized (`zoomiqa_jax.train.advantages`)
+    seq_tokens      [N]     optional, generated tokens of the row's trajectory when a trajectory spans rows
     ref_logp        [N, T]  optional, log-probs under a frozen reference (Q-Insight / VisualQuality-R1 k3 KL)
 
 Token t's log-prob comes from the logits at position t - 1. One optimization round over a rollout batch is
@@ -82,6 +83,7 @@ def grpo_forward_loss(
         old_logits=old_slots,
         logit_positions=batch["logit_positions"],
         ref_logp=batch.get("ref_logp"),
+        seq_tokens=batch.get("seq_tokens"),
     )
 
 

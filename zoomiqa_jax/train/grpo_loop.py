@@ -12,8 +12,10 @@ One GRPO step (`grpo_config` says how the sizes relate):
    wherever stage 1 asked for a crop (`inference.zoom.run_zoomiqa`); log-probs are recorded at sampling time;
 3. rewards from the recipe's parsers (`train.rewards`, `train.rewards_qinsight`), group-normalized advantages
    (R - mean) / (unbiased std + 1e-4) (`train.advantages`);
-4. the rollout batch (`train.rollout.build_rollout_batch`: the final multi-turn sequence of every trajectory,
-   loss mask on generated tokens only, the rating tokens as KL-Coverage candidates);
+4. the rollout batch (`train.rollout.build_rollout_batch`): one row per ROUND, each round's prompt as it was
+   sampled and its reply (so a crop decision is trained where it was made, with the stage-1 image), loss mask on
+   generated tokens only, the rating tokens as KL-Coverage candidates, the sequence mean taken per trajectory;
+   rows padded to one of a few counts (`train.rollout.row_bucket`) so the step compiles a few shapes;
 5. `grpo.epochs` passes over `grpo.mini_batches` mini-batches, one optimizer micro-step each. The first
    micro-step uses the current forward as pi_old (ratio 1, KL-Coverage exactly 0); the later ones use pi_old's
    log-probs and candidate logits computed before the first update (`train.grpo.make_old_policy`). With a
@@ -45,7 +47,8 @@ from zoomiqa_jax.train.grpo_config import GrpoTrainConfig
 from zoomiqa_jax.train.preemption import StopRequest
 from zoomiqa_jax.train.sft_loop import export_final, load_model, synthetic_data, to_global, tokenizer_dir
 
-HOST_ONLY = ("sample_logp", "image_grid_thw", "image_counts", "patch_mask")  # rollout-batch keys the step ignores
+# rollout-batch keys the step ignores
+HOST_ONLY = ("sample_logp", "image_grid_thw", "image_counts", "patch_mask", "row_trajectory")
 RECIPE_TASK = {"qinsight": "qinsight_score", "visualquality_r1": "vqr1_score"}
 
 
@@ -178,6 +181,8 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
     from zoomiqa_jax.train.rollout import (
         build_rollout_batch,
         rollout_metrics,
+        round_rows,
+        row_bucket,
         trajectory_problem,
     )
     from zoomiqa_jax.train.step import batch_shardings
@@ -230,6 +235,7 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
                                             temperature=ro.temperature)
         return compiled[key]
 
+    batch_ways = int(np.prod([mesh.shape[a] for a in ("data", "fsdp") if a in mesh.shape]))
     ref_logp_fn = jax.jit(lambda p, b: policy_outputs(nnx.merge(graphdef, p), b, ro.temperature)[0])
 
     opt_state = jax.jit(tx.init)(params)
@@ -295,7 +301,7 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
                 rows = [i for i in range(m * per_mb, (m + 1) * per_mb) if problems[i] is None]
                 if not rows:
                     continue
-                longest = max(len(trajs[i].token_ids) for i in rows)
+                longest = max(len(ids) for i in rows for ids, _ in round_rows(trajs[i]))
                 if longest > max(seq_buckets):  # a long sample: a larger training shape, never a truncation
                     seq_buckets = (*seq_buckets, -(-longest // 128) * 128)
                     log(f"GRPO step {step}: a {longest}-token rollout exceeds rollout.seq_buckets; training rows "
@@ -304,7 +310,8 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
                     [trajs[i] for i in rows], [items[i].image for i in rows], adv[rows], tokenizer, config,
                     min_pixels=settings.min_pixels, max_pixels=settings.max_pixels, seq_buckets=seq_buckets,
                     patch_buckets=tuple(ro.patch_buckets), candidate_slots=g.candidate_slots, pad_token_id=pad_id,
-                    protocol=zoomiqa_protocol(cfg, prompts))
+                    protocol=zoomiqa_protocol(cfg, prompts),
+                    rows=row_bucket(sum(len(trajs[i].rounds) for i in rows), per_mb, batch_ways))
                 for key in HOST_ONLY:
                     batch.pop(key, None)
                 if ref_params is not None:

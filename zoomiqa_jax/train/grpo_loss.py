@@ -94,14 +94,24 @@ def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.sum(jnp.where(mask, x, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
 
 
-def aggregate_loss(loss: jax.Array, mask: jax.Array, mode: str) -> jax.Array:
-    """Reduce a token loss `[N, T]` over the valid tokens: `token-mean` or `seq-mean-token-mean`."""
+def aggregate_loss(loss: jax.Array, mask: jax.Array, mode: str, seq_tokens: jax.Array | None = None) -> jax.Array:
+    """Reduce a token loss `[N, T]` over the valid tokens: `token-mean` or `seq-mean-token-mean`.
+
+    `seq_tokens` [N] (optional): the generated-token count of the TRAJECTORY each row belongs to, when a
+    trajectory spans several rows (one per round, `train.rollout`). `seq-mean-token-mean` then stays a mean over
+    trajectories of their token means: row r adds sum_r / n_k(r) and counts as n_r / n_k(r) of a trajectory
+    (a trajectory's shares sum to 1; padding rows, with no tokens, count 0). Without it every row is its own
+    trajectory (the same value as with seq_tokens equal to the rows' own counts)."""
     if mode == "token-mean":
         return masked_mean(loss, mask)
     if mode == "seq-mean-token-mean":
         count = jnp.sum(mask, axis=-1)
-        per_seq = jnp.sum(jnp.where(mask, loss, 0.0), axis=-1) / jnp.maximum(count, 1)
-        return masked_mean(per_seq, count > 0)
+        norm = count if seq_tokens is None else seq_tokens.astype(jnp.float32)
+        per_seq = jnp.sum(jnp.where(mask, loss, 0.0), axis=-1) / jnp.maximum(norm, 1)
+        if seq_tokens is None:
+            return masked_mean(per_seq, count > 0)
+        shares = count / jnp.maximum(norm, 1)
+        return jnp.sum(per_seq) / jnp.maximum(jnp.sum(shares), 1.0)
     raise ValueError(f"aggregate_loss: expected mode in {LOSS_AGG_MODES}, found {mode!r}")
 
 
@@ -194,10 +204,12 @@ def grpo_loss(
     old_logits: jax.Array | None = None,
     logit_positions: jax.Array | None = None,
     ref_logp: jax.Array | None = None,
+    seq_tokens: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The GRPO loss of supplement Eq. 7 (module docstring) and its metrics. Jittable with `config` static.
 
-    Shapes: logp, old_logp, loss_mask, candidate_mask, ref_logp `[N, T]`; advantages `[N]`;
+    Shapes: logp, old_logp, loss_mask, candidate_mask, ref_logp `[N, T]`; advantages, seq_tokens `[N]`
+    (`seq_tokens`: rows of one trajectory, see `aggregate_loss`);
     logits, old_logits `[N, K, V]` with logit_positions `[N, K]`, or `[N, T, V]` without.
     Returns (loss, metrics); metrics are scalars.
     """
@@ -207,6 +219,8 @@ def grpo_loss(
             f"grpo_loss: expected logp, old_logp, loss_mask [N, T] = {logp.shape} and advantages [N], found "
             f"old_logp {old_logp.shape}, loss_mask {loss_mask.shape}, advantages {advantages.shape}"
         )
+    if seq_tokens is not None and seq_tokens.shape != (n_seq,):
+        raise ValueError(f"grpo_loss: expected seq_tokens [N] = ({n_seq},), found {seq_tokens.shape}")
     valid = loss_mask.astype(bool)
     lp = jnp.where(valid, logp.astype(jnp.float32), 0.0)
     old_lp = jnp.where(valid, jax.lax.stop_gradient(old_logp.astype(jnp.float32)), 0.0)
@@ -233,20 +247,20 @@ def grpo_loss(
         token_loss = -obj_unclipped + kl_term
         n_candidates, n_selected = jnp.sum(valid), jnp.sum(selected)
         klc_value = masked_mean(jnp.abs(log_ratio), selected)
-        penalty = aggregate_loss(kl_term, valid, config.loss_agg_mode)
+        penalty = aggregate_loss(kl_term, valid, config.loss_agg_mode, seq_tokens)
         metrics["pg/clip_frac"] = zero  # no ratio clipping in this variant
-        metrics["pg/objective"] = aggregate_loss(obj_unclipped, valid, config.loss_agg_mode)
+        metrics["pg/objective"] = aggregate_loss(obj_unclipped, valid, config.loss_agg_mode, seq_tokens)
     else:
         token_loss = -jnp.minimum(obj_unclipped, obj_clipped)
         metrics["pg/clip_frac"] = masked_mean(obj_clipped < obj_unclipped, valid)
-        metrics["pg/objective"] = -aggregate_loss(token_loss, valid, config.loss_agg_mode)
+        metrics["pg/objective"] = -aggregate_loss(token_loss, valid, config.loss_agg_mode, seq_tokens)
 
     if ref_logp is not None:
         k3 = k3_kl(lp, jnp.where(valid, jax.lax.stop_gradient(ref_logp), 0.0))
         if config.ref_kl_beta:  # skipped at 0, so an overflowing k3 cannot turn the loss into 0 * inf
             token_loss = token_loss + config.ref_kl_beta * k3
         metrics["ref_kl/mean"] = masked_mean(k3, valid)
-    loss = aggregate_loss(token_loss, valid, config.loss_agg_mode)
+    loss = aggregate_loss(token_loss, valid, config.loss_agg_mode, seq_tokens)
 
     if logits is not None:
         if old_logits is None or old_logits.shape != logits.shape:

@@ -13,20 +13,32 @@ Layout of the module:
   call (same keys, same tokens; only the prefill work is shared). To make the replicated prompts identical,
   give the G replicas one explicit `ImageItem.question` (otherwise each index draws its own paraphrase), and
   distinct `index` values (which seed the rows).
-* `build_rollout_batch` lays N trajectories out as one right-padded batch:
+* `build_rollout_batch` lays N trajectories out as one right-padded batch of ROUND rows: every round of a
+  trajectory is one row, its prompt exactly as the sampler saw it followed by the tokens it generated, so each
+  generated token is trained in the context it was sampled in (pi(y_t | q, y_<t, I_<t), arXiv:2601.02918 supp.
+  Eq. 7). A crop trajectory gives two rows: stage 1 (the stage-1 prompt and image, its reply) and stage 2 (the
+  protocol's stage-2 prompt, whose history holds the stage-1 reply as context, mask 0, and its reply). Training
+  the stage-1 reply only inside the stage-2 history would train the crop decision and its box in a context
+  without the stage-1 instruction and image (the published protocol's stage-2 history), where it is never
+  made. Rows follow trajectory order, rounds in order; `rows=` pads with empty rows (one attended pad token,
+  nothing trained, no image) to a fixed row count, so the step compiles for a few row counts only:
 
-      input_ids, attention_mask   [N, T] int32   Trajectory.token_ids (the final multi-turn sequence), pad 0 mask
-      loss_mask                   [N, T] int32   Trajectory.token_mask (1 on every generated token)
-      sample_logp                 [N, T] float32 Trajectory.token_logprobs (sampling time; a diagnostic only:
-                                                 the spliced stage-1 reply was sampled in another context)
-      candidate_mask              [N, T] int32   rating tokens of EVERY generated reply of the sequence
-      logit_positions             [N, K] int32   positions of the candidate tokens, then -1 (K = candidate_slots,
+      input_ids, attention_mask   [R, T] int32   Round.prompt_ids + Round.output_ids, pad 0 mask
+      loss_mask                   [R, T] int32   1 on the round's generated tokens
+      sample_logp                 [R, T] float32 Round.output_logprobs (sampling time, same context)
+      candidate_mask              [R, T] int32   rating tokens of the round's reply
+      logit_positions             [R, K] int32   positions of the candidate tokens, then -1 (K = candidate_slots,
                                                  doubled until every row's candidates fit)
-      advantages                  [N]    float32
-      pixel_values                [P, D] float32 each row's last-round images (original, then the crop) in row
-                                                 order, zero patches up to the patch bucket P
-      patch_mask [P] bool, image_grid_thw [images, 3] int64, image_counts [N] int32     (host-side metadata)
-      position_ids [3, N, T] int32, vision_meta VisionMeta                             (`sft_data.add_model_inputs`)
+      advantages                  [R]    float32 the row's trajectory's advantage (0 on padding rows)
+      seq_tokens                  [R]    int32   generated tokens of the row's trajectory, all rounds (0 on
+                                                 padding): `grpo_loss.aggregate_loss` keeps its sequence mean a
+                                                 mean over trajectories
+      pixel_values                [P, D] float32 each row's images (stage 1: the protocol's stage-1 image;
+                                                 stage 2: the original, then the crop) in row order, zero
+                                                 patches up to the patch bucket P
+      patch_mask [P] bool, image_grid_thw [images, 3] int64, image_counts [R] int32     (host-side metadata)
+      row_trajectory [R] int32 (host-side: the trajectory of each row, -1 for padding)
+      position_ids [3, R, T] int32, vision_meta VisionMeta                             (`sft_data.add_model_inputs`)
 
   The images are re-rendered from the ORIGINAL image exactly as `inference.zoom` does (the protocol's stage-1
   image, or its stage-2 pair with the crop of the stage-1 requested box on the original's pixel size, then
@@ -228,42 +240,41 @@ def trajectory_problem(trajectory: Trajectory, config: Any) -> str | None:
         return f"trajectory of image {t.image!r}: token_ids, token_mask and token_logprobs differ in length"
     ids, mask = np.asarray(t.token_ids), np.asarray(t.token_mask, bool)
     vision = (config.image_token_id, config.video_token_id, config.vision_start_token_id)
-    if np.isin(ids[mask], vision).any():
+    generated = [ids[mask], *(np.asarray(r.output_ids, np.int64) for r in t.rounds)]
+    if any(np.isin(g, vision).any() for g in generated):
         return f"trajectory of image {t.image!r} generated a vision token (image pad / video pad / vision start)"
+    if len(t.rounds) > 2:
+        return f"trajectory of image {t.image!r} has {len(t.rounds)} rounds; rollout batches take one or two"
+    for r in t.rounds:
+        if len(r.output_ids) != len(r.output_logprobs) or not r.prompt_ids:
+            return (f"trajectory of image {t.image!r}: round {r.index} lacks its prompt ids or has "
+                    f"{len(r.output_ids)} output ids for {len(r.output_logprobs)} log-probs")
+    last = t.rounds[-1]
+    if list(t.token_ids) != list(last.prompt_ids) + list(last.output_ids):
+        return f"trajectory of image {t.image!r}: its token sequence is not the last round's prompt and output"
     return None
 
 
-def _reply_segments(t: Trajectory, tokenizer: Any) -> list[tuple[int, list[int]]]:
-    """(start, ids) of every generated reply as it sits in `t.token_ids`: the last round's output is the tail;
-    an earlier (spliced) reply is the run of mask-1 tokens of the last round's prompt."""
-    last = t.rounds[-1]
-    n_prompt = len(t.token_ids) - len(last.output_ids)
-    if t.token_ids[n_prompt:] != list(last.output_ids):
-        raise RolloutError(f"trajectory of image {t.image!r}: the last round's output is not the sequence's tail")
-    segments = []
-    if len(t.rounds) > 1:
-        mask = np.asarray(t.token_mask[:n_prompt], bool)
-        where = np.flatnonzero(mask)
-        if len(where):
-            s, e = int(where[0]), int(where[-1]) + 1
-            if not mask[s:e].all():
-                raise RolloutError(f"trajectory of image {t.image!r}: the spliced stage-1 reply is not contiguous")
-            segments.append((s, list(t.token_ids[s:e])))
-    segments.append((n_prompt, list(last.output_ids)))
-    return segments
+def round_rows(trajectory: Trajectory) -> list[tuple[list[int], int]]:
+    """(token ids, index of the first generated token) of each training row of `trajectory`: one per round,
+    the round's prompt then its output (`build_rollout_batch`)."""
+    return [(list(r.prompt_ids) + list(r.output_ids), len(r.prompt_ids)) for r in trajectory.rounds]
 
 
-def _last_round_images(
-    t: Trajectory, original: Image.Image, config: Any, min_pixels: int, max_pixels: int, protocol: Protocol
+def _round_images(
+    t: Trajectory, round_index: int, original: Image.Image, config: Any, min_pixels: int, max_pixels: int,
+    protocol: Protocol,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The last round's images re-rendered from the original as `inference.zoom` does (the protocol's crop of
-    the box stage 1 asked for); grids checked."""
+    """The images of round `round_index` (0: stage 1, 1: stage 2) re-rendered from the original as
+    `inference.zoom` does (the protocol's stage-1 image; stage 2: its pair with the crop of the box stage 1 asked
+    for); grids checked against the sampled ones."""
     if t.image_size is not None and list(original.size) != list(t.image_size):
         raise RolloutError(f"trajectory of image {t.image!r}: original is {list(original.size)}, the trajectory "
                            f"was sampled on {t.image_size}")
     original = original.convert("RGB") if original.mode != "RGB" else original
-    images = protocol.stage1_images(original)
-    if t.zoomed:
+    if round_index == 0:
+        images = protocol.stage1_images(original)
+    else:
         first = t.rounds[0]
         images, cut = protocol.stage2_images(original, protocol.requested_box(first.answer))
         if first.bbox_pixels is not None and list(cut.pixel) != list(first.bbox_pixels):
@@ -271,13 +282,15 @@ def _last_round_images(
                                f"{first.bbox_pixels}")
     merge = config.vision.spatial_merge_size
     pixels, grids = preprocess_images(images, min_pixels=min_pixels, max_pixels=max_pixels, merge_size=merge)
-    expected = t.rounds[-1].image_grids
+    expected = t.rounds[round_index].image_grids
     if [[int(v) for v in g] for g in grids] != [[int(v) for v in g] for g in expected]:
-        raise RolloutError(f"trajectory of image {t.image!r}: re-rendered image grids {grids.tolist()} differ from "
-                           f"the sampled {expected} (same original and min/max_pixels as sampling?)")
+        raise RolloutError(f"trajectory of image {t.image!r}: re-rendered image grids {grids.tolist()} of round "
+                           f"{round_index + 1} differ from the sampled {expected} (same original and "
+                           "min/max_pixels as sampling?)")
     n_tokens = sum(num_image_tokens(g, merge) for g in grids)
-    if int(np.sum(np.asarray(t.token_ids) == config.image_token_id)) != n_tokens:
-        raise RolloutError(f"trajectory of image {t.image!r}: image tokens in the sequence != {n_tokens} of its grids")
+    if int(np.sum(np.asarray(t.rounds[round_index].prompt_ids) == config.image_token_id)) != n_tokens:
+        raise RolloutError(f"trajectory of image {t.image!r}: image tokens in the round-{round_index + 1} prompt "
+                           f"!= {n_tokens} of its grids")
     return pixels, np.asarray(grids, np.int64)
 
 
@@ -295,15 +308,16 @@ def build_rollout_batch(
     candidate_slots: int = 16,
     pad_token_id: int,
     protocol: Protocol | None = None,
+    rows: int | None = None,
 ) -> dict[str, np.ndarray | VisionMeta]:
-    """The GRPO rollout batch of `trajectories` (one row each; layout in the module docstring).
+    """The GRPO rollout batch of `trajectories` (one row per round; layout in the module docstring).
 
     `originals[i]` is trajectory i's image as loaded for sampling (original pixel size); `advantages` [N];
-    `min_pixels` / `max_pixels` must be the sampling settings'. Raises RolloutError (naming the image) for a
-    trajectory `trajectory_problem` rejects, or images that do
-    not re-render to the sampled grids; SequenceTooLongError for a sequence over the
-    largest sequence bucket. The batch's patches pad to a patch bucket (`Buckets.pick`: past the largest one, the
-    next multiple of it). Nothing is truncated.
+    `min_pixels` / `max_pixels` must be the sampling settings'. `rows`: pad to this many rows (at least the
+    number of rounds; None: no padding). Raises RolloutError (naming the image) for a trajectory
+    `trajectory_problem` rejects, or images that do not re-render to the sampled grids; SequenceTooLongError
+    for a row over the largest sequence bucket. The batch's patches pad to a patch bucket (`Buckets.pick`: past
+    the largest one, the next multiple of it). Nothing is truncated.
     """
     n = len(trajectories)
     if n == 0:
@@ -315,44 +329,58 @@ def build_rollout_batch(
     if any(p % config.vision.merge_unit for p in patch_buckets):
         raise ValueError(f"build_rollout_batch: patch buckets {list(patch_buckets)} must be multiples of "
                          f"{config.vision.merge_unit}")
-    for t in trajectories:
+    layout = []  # (trajectory, round, ids, first generated position)
+    for k, t in enumerate(trajectories):
         problem = trajectory_problem(t, config)
         if problem is not None:
             raise RolloutError(f"build_rollout_batch: {problem}")
-        if len(t.token_ids) > max(seq_buckets):
-            raise SequenceTooLongError(f"build_rollout_batch: trajectory of image {t.image!r} has "
-                                       f"{len(t.token_ids)} tokens, over the largest sequence bucket "
-                                       f"{max(seq_buckets)} (sequences are never truncated)")
-    width = Buckets.pick(max(len(t.token_ids) for t in trajectories), seq_buckets)
+        for r, (ids, start) in enumerate(round_rows(t)):
+            if len(ids) > max(seq_buckets):
+                raise SequenceTooLongError(f"build_rollout_batch: round {r + 1} of the trajectory of image "
+                                           f"{t.image!r} has {len(ids)} tokens, over the largest sequence bucket "
+                                           f"{max(seq_buckets)} (sequences are never truncated)")
+            layout.append((k, r, ids, start))
+    n_rows = len(layout) if rows is None else rows
+    if n_rows < len(layout):
+        raise ValueError(f"build_rollout_batch: rows={rows} is fewer than the {len(layout)} rounds of "
+                         f"{n} trajectories")
+    width = Buckets.pick(max(len(ids) for _, _, ids, _ in layout), seq_buckets)
     batch: dict[str, Any] = {
-        "input_ids": np.full((n, width), pad_token_id, np.int32),
-        "attention_mask": np.zeros((n, width), np.int32),
-        "loss_mask": np.zeros((n, width), np.int32),
-        "sample_logp": np.zeros((n, width), np.float32),
-        "candidate_mask": np.zeros((n, width), np.int32),
-        "advantages": advantages,
+        "input_ids": np.full((n_rows, width), pad_token_id, np.int32),
+        "attention_mask": np.zeros((n_rows, width), np.int32),
+        "loss_mask": np.zeros((n_rows, width), np.int32),
+        "sample_logp": np.zeros((n_rows, width), np.float32),
+        "candidate_mask": np.zeros((n_rows, width), np.int32),
+        "advantages": np.zeros(n_rows, np.float32),
+        "seq_tokens": np.zeros(n_rows, np.int32),
+        "row_trajectory": np.full(n_rows, -1, np.int32),
     }
-    pixels, grids = [], []
+    batch["attention_mask"][len(layout):, 0] = 1  # padding rows: one attended pad token, nothing trained
+    pixels, grids, counts = [], [], np.zeros(n_rows, np.int32)
     official = protocol is not None and protocol.name == "official"  # the rating its parser reads
-    for row, (t, original) in enumerate(zip(trajectories, originals)):
-        length = len(t.token_ids)
-        batch["input_ids"][row, :length] = t.token_ids
-        batch["attention_mask"][row, :length] = 1
-        batch["loss_mask"][row, :length] = t.token_mask
-        batch["sample_logp"][row, :length] = t.token_logprobs
-        for start, ids in _reply_segments(t, tokenizer):
-            batch["candidate_mask"][row, start:start + len(ids)] = rating_token_mask(tokenizer, ids, official=official)
-        p, g = _last_round_images(t, original, config, min_pixels, max_pixels, protocol or Protocol("strict"))
+    for row, (k, r, ids, start) in enumerate(layout):
+        t, out = trajectories[k], trajectories[k].rounds[r]
+        batch["input_ids"][row, :len(ids)] = ids
+        batch["attention_mask"][row, :len(ids)] = 1
+        batch["loss_mask"][row, start:len(ids)] = 1
+        batch["sample_logp"][row, start:len(ids)] = out.output_logprobs
+        batch["candidate_mask"][row, start:len(ids)] = rating_token_mask(tokenizer, out.output_ids,
+                                                                         official=official)
+        batch["advantages"][row] = advantages[k]
+        batch["seq_tokens"][row] = sum(len(x.output_ids) for x in t.rounds)
+        batch["row_trajectory"][row] = k
+        p, g = _round_images(t, r, originals[k], config, min_pixels, max_pixels, protocol or Protocol("strict"))
         pixels.append(p)
         grids.append(g)
+        counts[row] = len(g)
     # Slots for every candidate: `candidate_slots`, doubled until the row with the most rating tokens fits (a
     # sampled rating such as 3.3333333333 has many), so no candidate is ever dropped; a larger K compiles anew.
-    counts = batch["candidate_mask"].sum(axis=1)
+    per_row = batch["candidate_mask"].sum(axis=1)
     slots = candidate_slots
-    while slots < counts.max():
+    while slots < per_row.max():
         slots *= 2
-    batch["logit_positions"] = np.full((n, slots), -1, np.int32)
-    for row in range(n):
+    batch["logit_positions"] = np.full((n_rows, slots), -1, np.int32)
+    for row in range(n_rows):
         positions = np.flatnonzero(batch["candidate_mask"][row])
         batch["logit_positions"][row, :len(positions)] = positions
     flat = np.concatenate(pixels).astype(np.float32)
@@ -360,8 +388,19 @@ def build_rollout_batch(
     batch["pixel_values"] = np.concatenate([flat, np.zeros((total - len(flat), flat.shape[1]), np.float32)])
     batch["patch_mask"] = np.arange(total) < len(flat)
     batch["image_grid_thw"] = np.concatenate(grids).astype(np.int64)
-    batch["image_counts"] = np.asarray([len(g) for g in grids], np.int32)
+    batch["image_counts"] = counts
     return add_model_inputs(batch, config, patch_buckets)
+
+
+def row_bucket(n_rows: int, n_trajectories: int, multiple: int = 1) -> int:
+    """The padded row count for `n_rows` round rows of `n_trajectories` trajectories: the smallest of
+    n x (1, 1.25, 1.5, 2), rounded up to `multiple` (the mesh's batch ways), that holds them. A few row counts
+    keep the number of compiled GRPO steps small whatever share of the trajectories crops."""
+    for factor in (1.0, 1.25, 1.5, 2.0):
+        size = -(-int(np.ceil(n_trajectories * factor)) // multiple) * multiple
+        if size >= n_rows:
+            return size
+    return -(-n_rows // multiple) * multiple
 
 
 def rollout_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
