@@ -7,6 +7,7 @@
     zoomiqa train    train: `zoomiqa train sft|grpo --config FILE [key=value ...]`
     zoomiqa curate   make GR-IQA SFT trajectories: teacher, Visual Reliance and Hint-Augmented filtering
     zoomiqa prompts  `zoomiqa prompts import-official CHECKOUT OUT.yaml`: the authors' prompt texts as a file
+    zoomiqa plan     `zoomiqa plan --config FILE --topology v5p:2x2x4`: AOT-compile for a TPU slice, memory and fit
 
 `zoomiqa SUBCOMMAND --help` explains every flag of a subcommand.
 """
@@ -25,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("zoomiqa_jax.train.cli", "train: SFT (stage 1) or GRPO (stage 2) from a YAML config"),
     "curate": ("zoomiqa_jax.curate.cli", "make SFT trajectories: teacher, VRF and HACF filters, report"),
     "prompts": ("zoomiqa_jax.processing.official_prompts", "prompt files: import the Zoom-IQA authors' texts"),
+    "plan": ("zoomiqa_jax.plan.cli", "will a config shard and fit on a TPU slice: AOT compile, memory per chip"),
 }
 
 
