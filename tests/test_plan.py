@@ -26,7 +26,7 @@ def test_plan_help_imports_no_heavy_library():
 
 @pytest.fixture(scope="session")
 def tiny_plans():
-    """The three programs of the tiny configs compiled once for TOPOLOGY (about 2 min on two cores). GRPO with 2
+    """The three programs of the tiny configs compiled once for TOPOLOGY (about 100 s on two cores). GRPO with 2
     samples per image instead of 8: the same programs on a quarter of the rows, half the compile time."""
     from zoomiqa_jax.parallel.mesh import make_mesh
     from zoomiqa_jax.plan import programs
@@ -111,7 +111,17 @@ def test_plan_refuses_a_batch_that_does_not_split(capsys):
     code = main(["--config", "configs/sft_tiny.yaml", "--topology", TOPOLOGY, "data.batch_size=6"])
     err = capsys.readouterr().err
     assert code == 2
-    assert "data.batch_size = 6 rows do not split over data x fsdp = 4" in err
+    assert "data.batch_size=6 is not divisible by data*fsdp=4" in err  # train.validate.validate_parallelism
+
+
+@needs_libtpu
+def test_plan_refuses_rollout_prompts_that_do_not_split(capsys):
+    from zoomiqa_jax.plan.cli import main
+
+    code = main(["--config", "configs/grpo_tiny.yaml", "--topology", TOPOLOGY, "data.batch_size=2",
+                 "grpo.group_size=2"])
+    assert code == 2
+    assert "generate: data.batch_size=2 rollout prompts are not divisible by data*fsdp=4" in capsys.readouterr().err
 
 
 @needs_libtpu

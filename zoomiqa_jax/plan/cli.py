@@ -70,30 +70,17 @@ def load_config(path: str, overrides: list[str]) -> tuple[Any, bool]:
     return (load_grpo_config(file, overrides) if is_grpo else load_train_config(file, overrides)), is_grpo
 
 
-def check_parallelism(cfg: Any, mesh_shape: dict[str, int], programs: list[str], is_grpo: bool) -> None:
-    """Refuse (ConfigError naming the keys) a config whose batch rows do not split over data x fsdp, or whose
-    attention heads / MLP widths do not split over the tensor axis (the rules would replicate them)."""
+def check_parallelism(cfg: Any, n_chips: int, mesh_shape: dict[str, int], programs: list[str]) -> None:
+    """Refuse (ConfigError naming the keys) what does not shard: `train.validate.validate_parallelism` (batch rows
+    vs data x fsdp, model widths vs the axes the rules put them on, as `zoomiqa train` checks at start-up), and for
+    the generation program its prompt rows (data.batch_size) vs data x fsdp."""
+    from zoomiqa_jax.train.validate import validate_parallelism
+
+    validate_parallelism(cfg, n_chips)
     ways = mesh_shape["data"] * mesh_shape["fsdp"]
-    where = f"parallel.mesh {list(cfg.parallel.mesh)} = {dict(mesh_shape)}"
-    rows = {"sft_step": ("data.batch_size", cfg.data.batch_size)}
-    if is_grpo:
-        g = cfg.grpo
-        rows["grpo_step"] = ("data.batch_size / grpo.mini_batches x grpo.group_size",
-                             cfg.data.batch_size // g.mini_batches * g.group_size)
-        rows["generate"] = ("data.batch_size (rollout prompts)", cfg.data.batch_size)
-    for name in programs:
-        key, n = rows[name]
-        if n % ways:
-            raise ConfigError(f"{name}: {key} = {n} rows do not split over data x fsdp = {ways} of {where}; "
-                              f"make it a multiple of {ways} or move devices to the tensor axis")
-    tensor = mesh_shape["tensor"]
-    config = cfg.model.resolve()
-    widths = {"text.num_attention_heads": config.text.num_attention_heads,
-              "text.intermediate_size": config.text.intermediate_size,
-              "vision.num_heads": config.vision.num_heads, "vision.intermediate_size": config.vision.intermediate_size}
-    for key, n in widths.items():
-        if n % tensor:
-            raise ConfigError(f"model {key} = {n} does not split over the tensor axis ({tensor}) of {where}")
+    if "generate" in programs and cfg.data.batch_size % ways:
+        raise ConfigError(f"generate: data.batch_size={cfg.data.batch_size} rollout prompts are not divisible by "
+                          f"data*fsdp={ways} (parallel.mesh {list(cfg.parallel.mesh)} = {dict(mesh_shape)})")
 
 
 def _gib(n: float) -> str:
@@ -162,7 +149,7 @@ def run(cfg: Any, is_grpo: bool, topology: str, programs: list[str], images_per_
             mesh = make_mesh(cfg.parallel.mesh, devices=devices)
         except ValueError as err:
             raise ConfigError(f"parallel.mesh: {err} (topology {topology})") from None
-        check_parallelism(cfg, dict(mesh.shape), programs, is_grpo)
+        check_parallelism(cfg, len(devices), dict(mesh.shape), programs)
         builders = {"sft_step": lambda: progs.plan_sft(cfg, mesh, images_per_row, image_hw),
                     "grpo_step": lambda: progs.plan_grpo(cfg, mesh, images_per_row, image_hw),
                     "generate": lambda: progs.plan_generate(cfg, mesh, image_hw)}
