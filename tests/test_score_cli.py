@@ -89,12 +89,12 @@ def test_compare_and_all_unreadable(checkpoint, folder, monkeypatch):
 
 
 def test_missing_paths_exit_2_before_the_model_loads(folder, tmp_path, monkeypatch):
-    import zoomiqa_jax.score as score
+    import zoomiqa_jax.checkpoint.loading as loading
 
     def no_loading(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise AssertionError("the model was loaded before the paths were checked")
 
-    monkeypatch.setattr(score, "load_checkpoint", no_loading)
+    monkeypatch.setattr(loading, "load_checkpoint", no_loading)
     good, ckpt = str(folder / "good1.png"), str(tmp_path)
     code, out, err = run(score_main, ["--checkpoint", ckpt, good, "missing.png", "gone/", *FAST])
     assert code == 2 and out == ""

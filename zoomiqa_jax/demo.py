@@ -212,9 +212,9 @@ def heldout_reward(cfg: Any, checkpoint: Path, labels: Path, seed: int, progress
     """The GRPO reward of `checkpoint` on the held-out images (`train.grpo_loop.sampled_reward`: the GRPO run's
     group size, temperature and reward, a fixed sampling seed), so that the SFT and the GRPO weights are compared
     on the same images and random draws."""
+    from zoomiqa_jax.checkpoint.loading import load_checkpoint
     from zoomiqa_jax.data.labels import load_labels
     from zoomiqa_jax.processing.tokenizer import load_tokenizer
-    from zoomiqa_jax.score import load_checkpoint
     from zoomiqa_jax.train.grpo_loop import sampled_reward
 
     model, _, meta_dir = load_checkpoint(checkpoint, "float32", "float32")

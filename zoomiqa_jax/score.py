@@ -16,7 +16,6 @@ Exit status: 0 when at least one image went through the model, 1 when none could
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections.abc import Iterator, Sequence
@@ -29,56 +28,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".g
 PROMPTS = {"zoomiqa": "zoomiqa", "qinsight": "qinsight_score", "qinsight-degradation": "qinsight_degradation",
            "vqr1": "vqr1_score"}
 PROTOCOL_CHOICES = ("official", "strict")  # inference.protocol.PROTOCOLS, spelled here so that --help imports no jax
-
-
-class CheckpointError(ValueError):
-    """A --checkpoint directory that is neither an HF nor an orbax checkpoint."""
-
-
-def load_checkpoint(path: str | Path, dtype: Any = None, param_dtype: Any = None) -> tuple[Any, Any, Path]:
-    """Load an HF directory (config.json + *.safetensors) or an orbax checkpoint (imported lazily), with compute
-    `dtype` (default float32) and parameters cast to `param_dtype` (default: as stored).
-
-    Returns (model, config, metadata directory): the last holds config.json and, normally, the tokenizer.
-    Raises CheckpointError naming the directory when it is neither.
-    """
-    import jax.numpy as jnp
-
-    dtype = jnp.float32 if dtype is None else dtype
-    path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError(f"checkpoint {path}: no such directory")
-    if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
-        from zoomiqa_jax.checkpoint.hf import load_hf
-
-        model, config = load_hf(path, dtype=dtype, param_dtype=param_dtype)
-        return model, config, path
-    from zoomiqa_jax.checkpoint.hf import ConversionError
-    from zoomiqa_jax.checkpoint.orbax_io import load_orbax, locate_orbax
-
-    try:
-        location = locate_orbax(path)
-    except ConversionError as err:
-        raise CheckpointError(
-            f"checkpoint {path}: expected an HF directory (config.json + *.safetensors) or an orbax "
-            f"checkpoint ({err})"
-        ) from err
-    model, config = load_orbax(path, dtype=dtype, param_dtype=param_dtype)
-    return model, config, location.meta_dir
-
-
-def pixel_limits(directory: Path) -> tuple[int | None, int | None]:
-    """(min_pixels, max_pixels) from the checkpoint's preprocessor_config.json, None where it has none."""
-    file = directory / "preprocessor_config.json"
-    if not file.is_file():
-        return None, None
-    try:
-        d = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None, None
-    size = d.get("size") if isinstance(d.get("size"), dict) else {}
-    low, high = d.get("min_pixels", size.get("shortest_edge")), d.get("max_pixels", size.get("longest_edge"))
-    return (int(low) if low else None), (int(high) if high else None)
 
 
 def missing_paths(args: argparse.Namespace, inputs: Sequence[str] = ()) -> list[str]:
@@ -175,30 +124,15 @@ def build_parser(command: str = "score") -> argparse.ArgumentParser:
     return p
 
 
-def _setup(args: argparse.Namespace, err: TextIO) -> tuple[Any, Any, Any, Any] | None:
-    """(model, tokenizer, settings, prompts), or None after printing why it cannot start."""
-    import jax.numpy as jnp
+def setup_or_report(args: argparse.Namespace, err: TextIO) -> Any:
+    """`inference.setup.load_for_inference(args)`, or None after printing why it cannot start."""
+    from zoomiqa_jax.inference.setup import SETUP_ERRORS, load_for_inference
 
-    from zoomiqa_jax.inference.protocol import make_protocol
-    from zoomiqa_jax.inference.rounds import SamplingSettings
-    from zoomiqa_jax.processing.image import MAX_PIXELS, MIN_PIXELS
-    from zoomiqa_jax.processing.prompts import PromptFileError
-    from zoomiqa_jax.processing.tokenizer import TokenizerError, load_tokenizer
-
-    try:  # the protocol's own prompt defaults (official: the authors' stage-2 labels) under --prompt-file
-        zoomiqa = getattr(args, "prompt", None) == "zoomiqa"  # other prompts keep the strict defaults
-        prompts = make_protocol(args.protocol if zoomiqa else "strict", args.prompt_file).prompts
-        settings = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                    top_p=args.top_p, top_k=args.top_k, seed=args.seed)
-        model, _, meta = load_checkpoint(args.checkpoint, dtype=getattr(jnp, args.dtype))
-        tokenizer = load_tokenizer(args.tokenizer or meta)
-    except (PromptFileError, TokenizerError, ValueError, OSError) as e:
+    try:
+        return load_for_inference(args)
+    except SETUP_ERRORS as e:
         print(f"error: {e}", file=err)
         return None
-    low, high = pixel_limits(Path(args.tokenizer or meta))
-    settings = dataclasses.replace(settings, min_pixels=args.min_pixels or low or MIN_PIXELS,
-                                   max_pixels=args.max_pixels or high or MAX_PIXELS)
-    return model, tokenizer, settings, prompts
 
 
 def _load_items(files: Sequence[Path], start: int = 0, protocol: Any = None) -> Iterator[tuple[Path, Any]]:
@@ -235,10 +169,10 @@ def score_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err
     if not files:
         print(f"error: no images found in {' '.join(args.images)} (suffixes: {', '.join(IMAGE_SUFFIXES)})", file=err)
         return 1
-    setup = _setup(args, err)
+    setup = setup_or_report(args, err)
     if setup is None:
         return 2
-    model, tokenizer, settings, prompts = setup
+    model, tokenizer, settings, prompts = setup.model, setup.tokenizer, setup.settings, setup.prompts
     max_turns = 1 if args.no_zoom else args.max_turns
     task = PROMPTS[args.prompt]
     protocol = Protocol(args.protocol, prompts)
@@ -312,10 +246,10 @@ def compare_main(argv: Sequence[str] | None = None, out: TextIO | None = None, e
         print(f"error: cannot compare, {path}: {message}", file=err)
     if bad:
         return 1
-    setup = _setup(args, err)
+    setup = setup_or_report(args, err)
     if setup is None:
         return 2
-    model, tokenizer, settings, prompts = setup
+    model, tokenizer, settings, prompts = setup.model, setup.tokenizer, setup.settings, setup.prompts
     items = [item for _, item in loaded]
     triple = (items[0], items[1], items[2]) if args.ref else (None, items[0], items[1])
     traj = run_comparisons(model, tokenizer, [triple], settings, prompts=prompts)[0]

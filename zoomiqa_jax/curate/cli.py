@@ -159,8 +159,8 @@ class _Models:
         if path not in self.cache:
             import jax.numpy as jnp
 
+            from zoomiqa_jax.checkpoint.loading import load_checkpoint, pixel_limits
             from zoomiqa_jax.processing.tokenizer import load_tokenizer
-            from zoomiqa_jax.score import load_checkpoint, pixel_limits
 
             model, _, meta = load_checkpoint(path, dtype=getattr(jnp, self.args.dtype))
             tok_dir = Path(self.args.tokenizer or meta)

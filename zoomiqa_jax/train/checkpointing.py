@@ -40,16 +40,13 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from zoomiqa_jax.checkpoint.loading import CheckpointError
 from zoomiqa_jax.config import ModelConfig
 from zoomiqa_jax.train.config import TrainConfig, config_yaml
 
 PARAMS, OPT_STATE, TRAIN_STATE, META, CONFIG = "params", "opt_state", "train_state", "meta", "config"
 CONFIG_FILE = "config.yaml"
 TMP_MARK = ".orbax-checkpoint-tmp"  # orbax's suffix of a step directory being written
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing or does not match what is asked of it."""
 
 
 class _YamlTextHandler(ocp.JsonCheckpointHandler):

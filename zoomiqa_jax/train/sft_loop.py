@@ -70,9 +70,9 @@ PATCH_BUCKETS = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 # ------------------------------------------------------------------------------------------ model + tokenizer
 def load_model(cfg: TrainConfig) -> tuple[Qwen25VL, ModelConfig, Path | None]:
     """The model of `cfg.model` (random from run.seed, or an HF / orbax checkpoint read by
-    `zoomiqa_jax.score.load_checkpoint`), with the parallel.* execution switches, and the directory holding the
+    `checkpoint.loading.load_checkpoint`), with the parallel.* execution switches, and the directory holding the
     checkpoint's config.json and tokenizer (None for a random init)."""
-    from zoomiqa_jax.score import CheckpointError, load_checkpoint
+    from zoomiqa_jax.checkpoint.loading import CheckpointError, load_checkpoint
 
     dtype, param_dtype = jnp.dtype(cfg.model.dtype), jnp.dtype(cfg.model.param_dtype)
     if not cfg.model.weights:

@@ -67,7 +67,8 @@ def resolve_mesh(cfg: Any, device_count: int) -> dict[str, int]:
 
 def model_config_of(cfg: Any) -> ModelConfig:
     """The ModelConfig the run will build: the checkpoint's config.json when `model.weights` names a directory
-    holding one (as `score.load_checkpoint` reads it), else `model.config` (a preset or an HF config.json)."""
+    holding one (as `checkpoint.loading.load_checkpoint` reads it), else `model.config` (a preset or an HF
+    config.json)."""
     if cfg.model.weights:
         from zoomiqa_jax.checkpoint.hf import ConversionError
         from zoomiqa_jax.checkpoint.orbax_io import locate_orbax
