@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from zoomiqa_jax.processing.crop import coerce_box
+from zoomiqa_jax.processing.crop import box_iou
 
 RATING_DIFFERENCE_THRESHOLD = 0.05  # discard when |rating_img - rating_txt| < this (supp. 6.2)
 BBOX_IOU_THRESHOLD = 0.5  # discard when IoU(bbox_img, bbox_txt) > this
@@ -51,29 +51,6 @@ PROBABILITY_SUM_TOLERANCE = 1e-6  # a distribution must sum to 1 within this
 
 Box = tuple[float, float, float, float]
 Verdict = Literal["pass", "fail"]
-
-
-def box_iou(a: object, b: object) -> float:
-    """Intersection over union of two boxes ``[x1, y1, x2, y2]`` (numbers or numeric strings, as
-    `processing.crop.coerce_box` reads them), reversed corners swapped.
-
-    ``IoU = area(a & b) / (area(a) + area(b) - area(a & b))``; 0.0 when either box is None, not four finite
-    numbers, or of zero area (the "no crop" box ``[0, 0, 0, 0]``); range [0, 1].
-    """
-    boxes = []
-    for box in (a, b):
-        values = None if box is None else coerce_box(box)
-        if values is None:
-            return 0.0
-        x1, y1, x2, y2 = values
-        boxes.append((min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)))
-    (ax1, ay1, ax2, ay2), (bx1, by1, bx2, by2) = boxes
-    area_a = (ax2 - ax1) * (ay2 - ay1)
-    area_b = (bx2 - bx1) * (by2 - by1)
-    if area_a <= 0.0 or area_b <= 0.0:
-        return 0.0
-    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
-    return inter / (area_a + area_b - inter)
 
 
 def entropy(probs: Sequence[float] | np.ndarray) -> float:

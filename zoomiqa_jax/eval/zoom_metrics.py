@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from zoomiqa_jax.curate.filters import box_iou
+from zoomiqa_jax.processing.crop import box_iou
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -233,3 +233,26 @@ def _make(
     y1, y2 = min(max(y1, 0), height), min(max(y2, 0), height)
     normalized = (x1 / width, y1 / height, x2 / width, y2 / height)
     return CropBox((x1, y1, x2, y2), normalized, (width, height), fallback, notes)
+
+
+def box_iou(a: object, b: object) -> float:
+    """Intersection over union of two boxes ``[x1, y1, x2, y2]`` (numbers or numeric strings, as
+    `coerce_box` reads them), reversed corners swapped.
+
+    ``IoU = area(a & b) / (area(a) + area(b) - area(a & b))``; 0.0 when either box is None, not four finite
+    numbers, or of zero area (the "no crop" box ``[0, 0, 0, 0]``); range [0, 1].
+    """
+    boxes = []
+    for box in (a, b):
+        values = None if box is None else coerce_box(box)
+        if values is None:
+            return 0.0
+        x1, y1, x2, y2 = values
+        boxes.append((min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)))
+    (ax1, ay1, ax2, ay2), (bx1, by1, bx2, by2) = boxes
+    area_a = (ax2 - ax1) * (ay2 - ay1)
+    area_b = (bx2 - bx1) * (by2 - by1)
+    if area_a <= 0.0 or area_b <= 0.0:
+        return 0.0
+    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
+    return inter / (area_a + area_b - inter)
