@@ -107,9 +107,11 @@ def grpo_seq_buckets(cfg: Any) -> tuple[int, ...]:
 
 def grpo_batch(cfg: Any, config: ModelConfig, images_per_row: int, image_hw: tuple[int, int] | None = None
                ) -> dict[str, Any]:
-    """The largest GRPO mini-batch of `cfg` (abstract, before the pi_old entries): batch_size / mini_batches x
+    """A GRPO mini-batch of `cfg` (abstract, before the pi_old entries): batch_size / mini_batches x
     group_size rows of the largest training-row bucket, with the rollout batch's loss inputs (the host-only
-    entries `train.grpo_loop.HOST_ONLY` dropped, as the loop drops them)."""
+    entries `train.grpo_loop.HOST_ONLY` dropped, as the loop drops them). That is a step where no sample crops:
+    the rollout batch has one row per round, padded to 1.25, 1.5 or 2 x these rows as more samples crop
+    (`train.rollout.row_bucket`), and its activations grow with the rows."""
     g = cfg.grpo
     rows = cfg.data.batch_size // g.mini_batches * g.group_size
     seq = max(grpo_seq_buckets(cfg))
@@ -118,7 +120,8 @@ def grpo_batch(cfg: Any, config: ModelConfig, images_per_row: int, image_hw: tup
                         "rollout.seq_buckets")
     out = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "position_ids", "vision_meta")}
     out.update(loss_mask=batch["attention_mask"], candidate_mask=batch["attention_mask"],
-               logit_positions=np.zeros((rows, g.candidate_slots), np.int32), advantages=np.zeros(rows, np.float32))
+               logit_positions=np.zeros((rows, g.candidate_slots), np.int32), advantages=np.zeros(rows, np.float32),
+               seq_tokens=np.zeros(rows, np.int32))
     if g.ref_kl_beta > 0:
         out["ref_logp"] = np.zeros((rows, seq), np.float32)
     return abstract(out)
