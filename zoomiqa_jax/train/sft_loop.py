@@ -1,4 +1,4 @@
-"""`zoomiqa train sft`: the supervised fine-tuning run (Zoom-IQA stage 1, seeds/000 Sec. 3.1.2).
+"""`zoomiqa train sft`: the supervised fine-tuning run (Zoom-IQA stage 1, arXiv:2601.02918 Sec. 3.1.2).
 
     result = run_sft(load_train_config("configs/sft_tiny.yaml", ["run.steps=50"]))
 
