@@ -24,6 +24,12 @@ DTYPES = ("float32", "bfloat16", "float16")
 # `jax.checkpoint` policy): "none"; "full" recomputes everything in the backward
 # (`jax.checkpoint_policies.nothing_saveable`); the others name policies in `jax.checkpoint_policies`.
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable", "everything_saveable")
+# The inference protocols (`inference.protocol.PROTOCOLS`, spelled here so that the CLIs' --help imports no jax).
+PROTOCOL_CHOICES = ("official", "strict")
+# The `--prompt` names of `zoomiqa score` / `eval` -> the inference task `inference.tasks.run_task` runs
+# ("zoomiqa": the two-round Zoom-IQA protocol; the others single-turn, `inference.single_turn`).
+PROMPT_TASKS = {"zoomiqa": "zoomiqa", "qinsight": "qinsight_score", "qinsight-degradation": "qinsight_degradation",
+                "vqr1": "vqr1_score"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,12 +22,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from zoomiqa_jax.config import DTYPES
+from zoomiqa_jax.config import DTYPES, PROMPT_TASKS, PROTOCOL_CHOICES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
-PROMPTS = {"zoomiqa": "zoomiqa", "qinsight": "qinsight_score", "qinsight-degradation": "qinsight_degradation",
-           "vqr1": "vqr1_score"}
-PROTOCOL_CHOICES = ("official", "strict")  # inference.protocol.PROTOCOLS, spelled here so that --help imports no jax
 
 
 def missing_paths(args: argparse.Namespace, inputs: Sequence[str] = ()) -> list[str]:
@@ -81,7 +78,7 @@ def build_parser(command: str = "score") -> argparse.ArgumentParser:
         p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
                        help="image files and/or folders (a folder contributes its " + ", ".join(IMAGE_SUFFIXES)
                        + " files, sorted by name)")
-        p.add_argument("--prompt", choices=sorted(PROMPTS), default="zoomiqa",
+        p.add_argument("--prompt", choices=sorted(PROMPT_TASKS), default="zoomiqa",
                        help="zoomiqa: reasoning with an optional crop-and-zoom second round (default); qinsight: "
                        "Q-Insight score prompt; qinsight-degradation: Q-Insight distortion class and severity; "
                        "vqr1: VisualQuality-R1 score prompt")
@@ -161,9 +158,8 @@ def score_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err
     from tqdm.auto import tqdm
 
     from zoomiqa_jax.inference.protocol import Protocol
-    from zoomiqa_jax.inference.single_turn import run_single_turn
+    from zoomiqa_jax.inference.tasks import run_task
     from zoomiqa_jax.inference.trajectory import count_invalid
-    from zoomiqa_jax.inference.zoom import run_zoomiqa
 
     files, folder = collect_images(args.images)
     if not files:
@@ -174,13 +170,12 @@ def score_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err
         return 2
     model, tokenizer, settings, prompts = setup.model, setup.tokenizer, setup.settings, setup.prompts
     max_turns = 1 if args.no_zoom else args.max_turns
-    task = PROMPTS[args.prompt]
+    task = PROMPT_TASKS[args.prompt]
     protocol = Protocol(args.protocol, prompts)
 
     def run(batch: list) -> list:
-        if task == "zoomiqa":
-            return run_zoomiqa(model, tokenizer, batch, settings, max_turns=max_turns, protocol=protocol)
-        return run_single_turn(model, tokenizer, batch, task, settings, prompts=prompts)
+        return run_task(model, tokenizer, batch, task, settings, prompts=prompts, protocol=protocol,
+                        max_turns=max_turns)
 
     results, unreadable = [], []
     sink = open(args.json, "w", encoding="utf-8") if args.json else None

@@ -39,6 +39,7 @@ from typing import Any, TextIO
 
 # jax, grain, numpy and the inference stack load inside the functions that use them: `zoomiqa eval --help` stays
 # fast.
+from zoomiqa_jax.config import PROMPT_TASKS, PROTOCOL_CHOICES
 from zoomiqa_jax.eval.runner_store import (  # noqa: F401 (ResumeError, config_hash, load_predictions: public here)
     ResumeError,
     checkpoint_fingerprint,
@@ -49,9 +50,7 @@ from zoomiqa_jax.eval.runner_store import (  # noqa: F401 (ResumeError, config_h
     predictions_file,
 )
 
-PROTOCOL_CHOICES = ("official", "strict")  # inference.protocol.PROTOCOLS, spelled here: --help imports no jax
-TASKS = {"zoomiqa": "zoomiqa", "qinsight": "qinsight_score", "qinsight-degradation": "qinsight_degradation",
-         "vqr1": "vqr1_score"}
+TASKS = PROMPT_TASKS  # --prompt name -> inference task (one table, zoomiqa_jax.config)
 UNREADABLE = "unreadable_image"
 
 
@@ -145,14 +144,10 @@ class _View:
 
 def _infer(model: Any, tokenizer: Any, items: list, task: str, settings: Any, max_turns: int, prompts: Any,
            generate_fn: Any = None, protocol: Any = None) -> list:
-    from zoomiqa_jax.inference.protocol import Protocol
-    from zoomiqa_jax.inference.single_turn import run_single_turn
-    from zoomiqa_jax.inference.zoom import run_zoomiqa
+    from zoomiqa_jax.inference.tasks import run_task
 
-    if task == "zoomiqa":
-        return run_zoomiqa(model, tokenizer, items, settings, max_turns=max_turns, generate_fn=generate_fn,
-                           protocol=protocol or Protocol("strict", prompts))
-    return run_single_turn(model, tokenizer, items, task, settings, prompts=prompts, generate_fn=generate_fn)
+    return run_task(model, tokenizer, items, task, settings, prompts=prompts, protocol=protocol, max_turns=max_turns,
+                    generate_fn=generate_fn)
 
 
 def evaluate_set(

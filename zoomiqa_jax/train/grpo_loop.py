@@ -9,7 +9,8 @@ One GRPO step (`grpo_config` says how the sizes relate):
 2. rollouts with the CURRENT parameters through the inference code the evaluation uses: G = `grpo.group_size`
    samples per image at temperature `rollout.temperature` (1.0), the stage-1 prompt prefilled once per image
    and sampled G times (`train.rollout.group_stage1_generate`); Zoom-IQA rollouts go on to the crop round
-   wherever stage 1 asked for a crop (`inference.zoom.run_zoomiqa`); log-probs are recorded at sampling time;
+   wherever stage 1 asked for a crop (`inference.tasks.run_task`, as score and eval run it); log-probs are
+   recorded at sampling time;
 3. rewards from the recipe's parsers (`train.rewards`, `train.rewards_qinsight`), group-normalized advantages
    (R - mean) / (unbiased std + 1e-4) (`train.advantages`);
 4. the rollout batch (`train.rollout.build_rollout_batch`): one row per ROUND, each round's prompt as it was
@@ -395,8 +396,7 @@ def sample_groups(cfg: GrpoTrainConfig, policy: Any, tokenizer: Any, records: Se
     """`grpo.group_size` rollouts of each record with the recipe's protocol (the stage-1 prompt prefilled once per
     image); returns (items, trajectories), image b's samples at rows b*G .. b*G+G-1."""
     from zoomiqa_jax.inference.rounds import ImageItem
-    from zoomiqa_jax.inference.single_turn import run_single_turn
-    from zoomiqa_jax.inference.zoom import run_zoomiqa
+    from zoomiqa_jax.inference.tasks import run_task
     from zoomiqa_jax.train.rollout import group_stage1_generate
 
     group = cfg.grpo.group_size
@@ -405,11 +405,11 @@ def sample_groups(cfg: GrpoTrainConfig, policy: Any, tokenizer: Any, records: Se
              for b, (rec, question) in enumerate(zip(records, questions)) for k in range(group)]
     grouped = group_stage1_generate(group)
     if cfg.grpo.recipe == "zoomiqa":
-        trajs = run_zoomiqa(policy, tokenizer, items, settings, max_turns=cfg.rollout.max_turns,
-                            stage1_generate_fn=grouped, protocol=zoomiqa_protocol(cfg, prompts))
+        trajs = run_task(policy, tokenizer, items, "zoomiqa", settings, max_turns=cfg.rollout.max_turns,
+                         stage1_generate_fn=grouped, protocol=zoomiqa_protocol(cfg, prompts))
     else:
-        trajs = _single_turn(run_single_turn, policy, tokenizer, items, list(tasks), group, settings, prompts,
-                             grouped, cfg.grpo.recipe)
+        trajs = _single_turn(policy, tokenizer, items, list(tasks), group, settings, prompts, grouped,
+                             cfg.grpo.recipe)
     return items, trajs
 
 
@@ -472,15 +472,18 @@ def _tasks(cfg: GrpoTrainConfig, indices: Sequence[int]) -> list[str]:
     return ["degradation" if zlib.crc32(f"{cfg.data.seed}/task/{i}".encode()) < cut else "score" for i in indices]
 
 
-def _single_turn(run: Callable, policy: Any, tokenizer: Any, items: list, tasks: list[str], group: int,
-                 settings: Any, prompts: Any, grouped: Callable, recipe: str) -> list:
-    """Single-turn rollouts, one engine call per task kind, results back in item order."""
+def _single_turn(policy: Any, tokenizer: Any, items: list, tasks: list[str], group: int, settings: Any,
+                 prompts: Any, grouped: Callable, recipe: str) -> list:
+    """Single-turn rollouts (`inference.tasks.run_task`), one engine call per task kind, results back in item
+    order."""
+    from zoomiqa_jax.inference.tasks import run_task
+
     names = {"score": RECIPE_TASK[recipe], "degradation": "qinsight_degradation"}
     out: list = [None] * len(items)
     for task in sorted(set(tasks)):
         rows = [i for i, it in enumerate(items) if tasks[it.index // group] == task]
-        for i, traj in zip(rows, run(policy, tokenizer, [items[i] for i in rows], names[task], settings,
-                                     prompts=prompts, generate_fn=grouped)):
+        for i, traj in zip(rows, run_task(policy, tokenizer, [items[i] for i in rows], names[task], settings,
+                                          prompts=prompts, generate_fn=grouped)):
             out[i] = traj
     return out
 
