@@ -295,7 +295,7 @@ def eval_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err:
     config clash, 130 when interrupted (SIGINT / SIGTERM; the predictions made so far are kept for the resume).
     `progress_label` labels the progress bars (default: each dataset's name; with several datasets the name
     follows the label)."""
-    from zoomiqa_jax.score import missing_paths, report_missing
+    from zoomiqa_jax.score import missing_paths, report_missing, setup_or_report
 
     out, err = out or sys.stdout, err or sys.stderr
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -314,12 +314,8 @@ def eval_main(argv: Sequence[str] | None = None, out: TextIO | None = None, err:
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=err)
         return 2
-    from zoomiqa_jax.inference.setup import SETUP_ERRORS, load_for_inference
-
-    try:
-        setup = load_for_inference(args)
-    except SETUP_ERRORS as e:
-        print(f"error: {e}", file=err)
+    setup = setup_or_report(args, err)
+    if setup is None:
         return 2
     model, tokenizer, settings, prompts = setup.model, setup.tokenizer, setup.settings, setup.prompts
     task = TASKS[args.prompt]

@@ -30,7 +30,6 @@ class InferenceSetup:
     tokenizer: Any
     settings: Any  # inference.rounds.SamplingSettings
     prompts: Any  # processing.prompts.PromptSet
-    meta_dir: Path  # the checkpoint's config.json / tokenizer directory
 
 
 def load_for_inference(args: Any) -> InferenceSetup:
@@ -53,4 +52,4 @@ def load_for_inference(args: Any) -> InferenceSetup:
     settings = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                                 top_k=args.top_k, seed=args.seed, min_pixels=args.min_pixels or low or MIN_PIXELS,
                                 max_pixels=args.max_pixels or high or MAX_PIXELS)
-    return InferenceSetup(model, tokenizer, settings, prompts, Path(meta))
+    return InferenceSetup(model, tokenizer, settings, prompts)

@@ -186,7 +186,7 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
         row_bucket,
         trajectory_problem,
     )
-    from zoomiqa_jax.train.step import batch_shardings
+    from zoomiqa_jax.train.step import batch_shardings, batch_ways
     from zoomiqa_jax.train.validate import validate_parallelism
 
     log = log or functools.partial(print, flush=True)
@@ -236,7 +236,7 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
                                             temperature=ro.temperature)
         return compiled[key]
 
-    batch_ways = int(np.prod([mesh.shape[a] for a in ("data", "fsdp") if a in mesh.shape]))
+    ways = batch_ways(mesh)  # the rollout rows split over the rules' batch axes
     ref_logp_fn = jax.jit(lambda p, b: policy_outputs(nnx.merge(graphdef, p), b, ro.temperature)[0])
 
     opt_state = jax.jit(tx.init)(params)
@@ -312,7 +312,7 @@ def run_grpo(cfg: GrpoTrainConfig, *, progress: bool = True, log: Callable[[str]
                     min_pixels=settings.min_pixels, max_pixels=settings.max_pixels, seq_buckets=seq_buckets,
                     patch_buckets=tuple(ro.patch_buckets), candidate_slots=g.candidate_slots, pad_token_id=pad_id,
                     protocol=zoomiqa_protocol(cfg, prompts),
-                    rows=row_bucket(sum(len(trajs[i].rounds) for i in rows), per_mb, batch_ways))
+                    rows=row_bucket(sum(len(trajs[i].rounds) for i in rows), per_mb, ways))
                 for key in HOST_ONLY:
                     batch.pop(key, None)
                 if ref_params is not None:

@@ -34,7 +34,8 @@ def batch_logits(model: nnx.Module, batch: Mapping[str, Any]) -> jax.Array:
     )
 
 
-def _batch_ways(mesh: Mesh, rules: Mapping[str, MeshAxes]) -> int:
+def batch_ways(mesh: Mesh, rules: Mapping[str, MeshAxes] = DEFAULT_RULES) -> int:
+    """How many ways the batch dimension splits on `mesh` (the product of the rules' "batch" mesh axes)."""
     names = rules["batch"]
     names = (names,) if isinstance(names, str) else tuple(names or ())
     ways = 1
@@ -46,7 +47,7 @@ def _batch_ways(mesh: Mesh, rules: Mapping[str, MeshAxes]) -> int:
 def batch_shardings(batch: Mapping[str, Any], mesh: Mesh, rules: Mapping[str, MeshAxes] = DEFAULT_RULES) -> dict:
     """NamedShardings for a batch dict (see the module docstring for the layout)."""
     rows = batch["input_ids"].shape[0]
-    ways = _batch_ways(mesh, rules)
+    ways = batch_ways(mesh, rules)
     replicated = NamedSharding(mesh, PartitionSpec())
     out: dict[str, Any] = {}
     for key, value in batch.items():
